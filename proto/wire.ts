@@ -1,0 +1,136 @@
+// Protobuf wire-format primitives shared by the hand-written codecs in this folder.
+// Kept separate from any one schema so the data-plane codec and its fast scanner read and
+// write bytes the same way.
+
+export const WIRE_VARINT = 0;
+export const WIRE_FIXED64 = 1;
+export const WIRE_LEN = 2;
+export const WIRE_FIXED32 = 5;
+
+export class DecodeError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'DecodeError';
+  }
+}
+
+/** Position-carrying cursor over a byte range; the hot path reuses one per call site. */
+export interface Cursor {
+  buf: Buffer;
+  pos: number;
+  end: number;
+}
+
+export function readVarint(c: Cursor): number {
+  const buf = c.buf;
+  let pos = c.pos;
+  const end = c.end;
+  if (pos >= end) throw new DecodeError('truncated varint');
+  let b = buf[pos++]!;
+  if (b < 0x80) {
+    c.pos = pos;
+    return b;
+  }
+  // Up to 28 bits with bit operations, beyond that with multiplication so values up to
+  // 2^53 stay exact (ids are numbers in this codebase).
+  let result = b & 0x7f;
+  let shift = 7;
+  while (true) {
+    if (pos >= end) throw new DecodeError('truncated varint');
+    b = buf[pos++]!;
+    if (shift < 28) result |= (b & 0x7f) << shift;
+    else result += (b & 0x7f) * 2 ** shift;
+    if (b < 0x80) break;
+    shift += 7;
+    if (shift > 63) throw new DecodeError('varint longer than 10 bytes');
+  }
+  c.pos = pos;
+  return result;
+}
+
+/** Reads a length prefix and returns the end of the delimited range, checking bounds. */
+export function readLength(c: Cursor): number {
+  const len = readVarint(c);
+  const stop = c.pos + len;
+  if (stop > c.end) throw new DecodeError('length-delimited field runs past the end of its message');
+  return stop;
+}
+
+export function skipField(c: Cursor, wireType: number): void {
+  switch (wireType) {
+    case WIRE_VARINT:
+      readVarint(c);
+      return;
+    case WIRE_FIXED64:
+      c.pos += 8;
+      break;
+    case WIRE_LEN:
+      c.pos = readLength(c);
+      return;
+    case WIRE_FIXED32:
+      c.pos += 4;
+      break;
+    default:
+      throw new DecodeError(`unsupported wire type ${wireType}`);
+  }
+  if (c.pos > c.end) throw new DecodeError('truncated fixed-width field');
+}
+
+export function varintSize(v: number): number {
+  if (v < 0x80) return 1;
+  if (v < 0x4000) return 2;
+  if (v < 0x200000) return 3;
+  if (v < 0x10000000) return 4;
+  let n = 4;
+  let x = Math.floor(v / 0x10000000);
+  while (x > 0) {
+    n++;
+    x = Math.floor(x / 128);
+  }
+  return n;
+}
+
+export function writeVarint(buf: Buffer, pos: number, v: number): number {
+  while (v >= 0x80) {
+    buf[pos++] = (v & 0x7f) | 0x80;
+    v = v >= 0x100000000 ? Math.floor(v / 128) : v >>> 7;
+  }
+  buf[pos++] = v;
+  return pos;
+}
+
+/** Size of a string field (tag + length + bytes), 0 when empty (proto3 default). */
+export function stringFieldSize(tagSize: number, s: string): number {
+  if (s.length === 0) return 0;
+  const n = Buffer.byteLength(s);
+  return tagSize + varintSize(n) + n;
+}
+
+export function writeStringField(buf: Buffer, pos: number, tag: number, s: string): number {
+  if (s.length === 0) return pos;
+  buf[pos++] = tag;
+  const n = Buffer.byteLength(s);
+  pos = writeVarint(buf, pos, n);
+  return pos + buf.write(s, pos, 'utf8');
+}
+
+export function varintFieldSize(tagSize: number, v: number): number {
+  return v === 0 ? 0 : tagSize + varintSize(v);
+}
+
+export function writeVarintField(buf: Buffer, pos: number, tag: number, v: number): number {
+  if (v === 0) return pos;
+  buf[pos++] = tag;
+  return writeVarint(buf, pos, v);
+}
+
+export function readString(c: Cursor): string {
+  const stop = readLength(c);
+  const s = c.buf.toString('utf8', c.pos, stop);
+  c.pos = stop;
+  return s;
+}
+
+export function tag(field: number, wireType: number): number {
+  return (field << 3) | wireType;
+}

@@ -1,0 +1,124 @@
+// The DataPlaneService endpoint on node:http2: accepts OpenChannel streams and hands each to
+// the owner as a Channel. Any other path gets UNIMPLEMENTED, as a gRPC server would answer.
+
+import http2, { type Http2Server, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders, type SecureServerOptions } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
+import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
+import { Status, encodeGrpcMessage } from './grpc-status.js';
+import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, tuneSession } from './http2-tuning.js';
+
+export interface DataPlaneServerOptions {
+  host: string;
+  port: number;
+  /** TLS options; absent means plaintext (h2c). */
+  tls?: SecureServerOptions;
+  limits: ChannelLimits;
+  /** Called for every new OpenChannel stream; returns the handler for its messages. */
+  accept(channel: Channel): ChannelHandler;
+  /** Called for streams and sessions refused before a Channel exists. */
+  onReject?(reason: string, remote: string): void;
+}
+
+const PENDING: ChannelHandler = {
+  onMessage: () => undefined,
+  onClose: () => undefined,
+};
+
+export class DataPlaneServer {
+  private readonly server: Http2Server | Http2SecureServer;
+  private readonly sessions = new Set<ServerHttp2Session>();
+  readonly channels = new Set<Channel>();
+
+  constructor(private readonly opts: DataPlaneServerOptions) {
+    const common = {
+      settings: HTTP2_SETTINGS,
+      maxSessionMemory: MAX_SESSION_MEMORY_MB,
+    };
+    this.server = opts.tls
+      ? http2.createSecureServer({ ...common, ...opts.tls, allowHTTP1: false })
+      : http2.createServer(common);
+    this.server.on('session', (session: ServerHttp2Session) => {
+      tuneSession(session);
+      this.sessions.add(session);
+      session.on('close', () => this.sessions.delete(session));
+      session.on('error', () => undefined);
+    });
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    if (opts.tls) {
+      this.server.on('tlsClientError', (err: Error, socket: { remoteAddress?: string; remotePort?: number }) => {
+        opts.onReject?.(`TLS handshake failed: ${err.message}`, `${socket.remoteAddress}:${socket.remotePort}`);
+      });
+    }
+  }
+
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    const remote = `${stream.session?.socket?.remoteAddress}:${stream.session?.socket?.remotePort}`;
+    stream.on('error', () => undefined);
+    const refuse = (code: Status, reason: string): void => {
+      this.opts.onReject?.(reason, remote);
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(reason) },
+        { endStream: true },
+      );
+    };
+    const contentType = String(headers['content-type'] ?? '');
+    if (!contentType.startsWith('application/grpc')) {
+      this.opts.onReject?.(`unsupported content-type "${contentType}"`, remote);
+      stream.respond({ ':status': 415 }, { endStream: true });
+      return;
+    }
+    if (headers[':path'] !== OPEN_CHANNEL_PATH) {
+      refuse(Status.UNIMPLEMENTED, `unknown method ${headers[':path']}`);
+      return;
+    }
+    const encoding = headers['grpc-encoding'];
+    if (encoding !== undefined && encoding !== 'identity') {
+      refuse(Status.UNIMPLEMENTED, `grpc-encoding "${encoding}" is not supported`);
+      return;
+    }
+    stream.respond(
+      { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity' },
+      { waitForTrailers: true },
+    );
+    const channel = new Channel(stream, 'server', this.opts.limits, PENDING);
+    this.channels.add(channel);
+    const handler = this.opts.accept(channel);
+    channel.setHandler({
+      onMessage: handler.onMessage,
+      onClose: (status) => {
+        this.channels.delete(channel);
+        handler.onClose(status);
+      },
+    });
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off('error', onError);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Replaces the TLS material used for new handshakes; established connections keep theirs. */
+  setSecureContext(tls: SecureServerOptions): void {
+    if ('setSecureContext' in this.server) (this.server as Http2SecureServer).setSecureContext(tls);
+  }
+
+  /** Stops accepting, ends every channel with `status`, then closes the sessions. */
+  async close(status: Status = Status.UNAVAILABLE, details = 'server shutting down', graceMs = 2000): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const ch of this.channels) ch.close(status, details);
+    for (const s of this.sessions) s.close();
+    const timer = setTimeout(() => {
+      for (const s of this.sessions) s.destroy();
+    }, graceMs);
+    timer.unref();
+    await closed;
+    clearTimeout(timer);
+  }
+}

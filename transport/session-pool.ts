@@ -1,0 +1,131 @@
+// Pooled HTTP/2 client sessions: one session per remote endpoint (and TLS identity), shared by
+// every channel opened towards it. A dead session is dropped from the pool so the next open
+// dials again; liveness is checked with HTTP/2 PING rather than left to TCP.
+
+import http2, { type ClientHttp2Session } from 'node:http2';
+import type { ConnectionOptions } from 'node:tls';
+import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
+import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
+import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, tuneSession } from './http2-tuning.js';
+
+export interface DialTarget {
+  /** http://host:port (plaintext) or https://host:port (TLS). */
+  url: string;
+  /** TLS client options (ca, cert, key, servername, rejectUnauthorized) for https targets. */
+  tls?: ConnectionOptions;
+  /** Distinguishes sessions to the same URL made with different TLS identities. */
+  poolKey?: string;
+}
+
+export interface SessionPoolOptions {
+  keepaliveIntervalMs: number;
+  keepaliveTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+const DEFAULTS: SessionPoolOptions = { keepaliveIntervalMs: 10_000, keepaliveTimeoutMs: 5_000, connectTimeoutMs: 10_000 };
+
+interface PooledSession {
+  session: ClientHttp2Session;
+  lastError?: string;
+}
+
+export class SessionPool {
+  private readonly sessions = new Map<string, PooledSession>();
+  private readonly opts: SessionPoolOptions;
+
+  constructor(opts: Partial<SessionPoolOptions> = {}) {
+    this.opts = { ...DEFAULTS, ...opts };
+  }
+
+  /** Number of live pooled sessions (one per endpoint). */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  private key(t: DialTarget): string {
+    return `${t.url}|${t.poolKey ?? ''}`;
+  }
+
+  private session(t: DialTarget): PooledSession {
+    const key = this.key(t);
+    const existing = this.sessions.get(key);
+    if (existing && !existing.session.closed && !existing.session.destroyed) return existing;
+    const session = http2.connect(t.url, {
+      settings: HTTP2_SETTINGS,
+      maxSessionMemory: MAX_SESSION_MEMORY_MB,
+      ...(t.url.startsWith('https:') ? { ...t.tls, ALPNProtocols: ['h2'] } : {}),
+    });
+    const entry: PooledSession = { session };
+    this.sessions.set(key, entry);
+    tuneSession(session);
+    const forget = (): void => {
+      if (this.sessions.get(key) === entry) this.sessions.delete(key);
+    };
+    session.on('error', (err: Error) => {
+      entry.lastError = err.message;
+      forget();
+    });
+    session.on('goaway', forget);
+    session.on('close', () => {
+      forget();
+      clearInterval(keepalive);
+      clearTimeout(connectTimer);
+    });
+    const connectTimer = setTimeout(() => {
+      if (session.connecting) session.destroy(new Error(`connect to ${t.url} timed out after ${this.opts.connectTimeoutMs} ms`));
+    }, this.opts.connectTimeoutMs);
+    connectTimer.unref();
+    const keepalive = setInterval(() => {
+      if (session.connecting || session.destroyed) return;
+      const timer = setTimeout(
+        () => session.destroy(new Error(`no PING answer from ${t.url} in ${this.opts.keepaliveTimeoutMs} ms`)),
+        this.opts.keepaliveTimeoutMs,
+      );
+      timer.unref();
+      try {
+        session.ping(() => clearTimeout(timer));
+      } catch {
+        clearTimeout(timer);
+      }
+    }, this.opts.keepaliveIntervalMs);
+    keepalive.unref();
+    return entry;
+  }
+
+  /** Opens an OpenChannel stream towards `t`, dialling if no live session exists. */
+  open(t: DialTarget, limits: ChannelLimits, handler: ChannelHandler, headers: Record<string, string> = {}): Channel {
+    const entry = this.session(t);
+    const stream = entry.session.request(
+      {
+        ':method': 'POST',
+        ':path': OPEN_CHANNEL_PATH,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'user-agent': 'slim-ts',
+        ...headers,
+      },
+      { endStream: false },
+    );
+    // A refused or failed connection surfaces on the stream without the session's reason;
+    // attach it so the owner can log "connect ECONNREFUSED ..." rather than "stream closed".
+    return new Channel(stream, 'client', limits, {
+      onMessage: handler.onMessage,
+      onClose: (status) => {
+        if (entry.lastError && status.details.startsWith('stream')) {
+          handler.onClose({ code: status.code, details: entry.lastError });
+        } else handler.onClose(status);
+      },
+    });
+  }
+
+  close(): void {
+    for (const { session } of this.sessions.values()) session.close();
+    this.sessions.clear();
+  }
+
+  destroy(): void {
+    for (const { session } of this.sessions.values()) session.destroy();
+    this.sessions.clear();
+  }
+}
