@@ -544,7 +544,9 @@ function decodeMetadataEntry(c: Cursor, stop: number, into: Record<string, strin
     } else skipField(c, w);
   }
   c.end = outer;
-  into[k] = v;
+  // Plain assignment of "__proto__" would hit the Object.prototype setter and drop the entry.
+  if (k === '__proto__') Object.defineProperty(into, k, { value: v, enumerable: true, writable: true, configurable: true });
+  else into[k] = v;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -705,6 +707,8 @@ export function scanMessage(buf: Buffer, start: number, end: number, v: RouteVie
       c.end = end;
       if (c.pos !== stop) throw new DecodeError('Publish overruns its length');
     } else if (f >= Kind.Subscribe && f <= Kind.Error && w === WIRE_LEN) {
+      // A later oneof member replaces an earlier publish: drop its routing fields.
+      v.reset();
       v.kind = f as Kind;
       c.pos = readLength(c);
     } else if (f === 0) throw new DecodeError('field number 0');

@@ -68,7 +68,7 @@ export function skipField(c: Cursor, wireType: number): void {
       c.pos = readLength(c);
       return;
     case WIRE_FIXED32:
-      c.pos += 4;
+      c.pos += 3;
       break;
     default:
       throw new DecodeError(`unsupported wire type ${wireType}`);

@@ -1,0 +1,175 @@
+// Loads a YAML config file the way every SLIM-TS program does: parse, substitute
+// ${env:VAR} / ${env:VAR:-default} / ${file:PATH} in string values, validate with a zod schema,
+// and turn every problem into one line naming the key ("node config: services.slim/0.node_id
+// is missing") instead of a stack trace.
+
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { z } from 'zod';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type PathPart = string | number | symbol;
+
+/** services.slim/0.dataplane.servers[0].endpoint */
+export function formatPath(path: readonly PathPart[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out || '(top level)';
+}
+
+const REF = /\$\{(env|file):([^}]*)\}/g;
+
+function substitute(value: string, path: PathPart[], baseDir: string, env: NodeJS.ProcessEnv): string {
+  return value.replace(REF, (_m, kind: string, arg: string) => {
+    if (kind === 'env') {
+      const sep = arg.indexOf(':-');
+      const name = sep >= 0 ? arg.slice(0, sep) : arg;
+      const fallback = sep >= 0 ? arg.slice(sep + 2) : undefined;
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError(`${formatPath(path)}: environment variable ${name} is not set`);
+    }
+    const file = arg.startsWith('/') ? arg : `${baseDir}/${arg}`;
+    try {
+      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new ConfigError(`${formatPath(path)}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  });
+}
+
+/** Replaces ${...} references in every string of a parsed document. */
+export function substituteRefs(doc: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, path: PathPart[] = []): unknown {
+  if (typeof doc === 'string') return substitute(doc, path, baseDir, env);
+  if (Array.isArray(doc)) return doc.map((v, i) => substituteRefs(v, baseDir, env, [...path, i]));
+  if (doc && typeof doc === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(doc)) out[k] = substituteRefs(v, baseDir, env, [...path, k]);
+    return out;
+  }
+  return doc;
+}
+
+/** One line per zod issue, naming the key. */
+export function describeIssues(error: z.ZodError): string[] {
+  return error.issues.map((issue) => {
+    const where = formatPath(issue.path);
+    if (issue.code === 'invalid_type' && issue.input === undefined) return `${where} is missing`;
+    if (issue.code === 'unrecognized_keys') {
+      const keys = issue.keys.map((k) => (where === '(top level)' ? k : `${where}.${k}`));
+      return `${keys.join(', ')}: not a known key`;
+    }
+    return `${where}: ${issue.message}`;
+  });
+}
+
+/** Validates a parsed document; throws ConfigError listing every problem. */
+export function validateConfig<S extends z.ZodType>(schema: S, doc: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(doc);
+  if (result.success) return result.data;
+  const lines = describeIssues(result.error);
+  throw new ConfigError(lines.map((l) => `${what}: ${l}`).join('\n'));
+}
+
+/** Parses YAML text, substitutes references, validates. `what` prefixes messages ("node config"). */
+export function parseConfigText<S extends z.ZodType>(
+  schema: S,
+  text: string,
+  what: string,
+  baseDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): z.output<S> {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    if (err instanceof YAMLParseError) {
+      const line = err.linePos?.[0];
+      throw new ConfigError(`${what}: invalid YAML${line ? ` at line ${line.line}, column ${line.col}` : ''}: ${err.message.split('\n')[0]}`);
+    }
+    throw err;
+  }
+  if (doc === null || doc === undefined) throw new ConfigError(`${what}: the file is empty`);
+  try {
+    doc = substituteRefs(doc, baseDir, env);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`${what}: ${err.message}`);
+    throw err;
+  }
+  return validateConfig(schema, doc, what);
+}
+
+export function loadConfigFile<S extends z.ZodType>(schema: S, file: string, what: string, env: NodeJS.ProcessEnv = process.env): z.output<S> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${what}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const baseDir = file.includes('/') ? file.slice(0, file.lastIndexOf('/')) : '.';
+  return parseConfigText(schema, text, what, baseDir, env);
+}
+
+// -- value types shared by the programs' schemas ------------------------------------------------
+
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** "10s", "500ms", "1m", "2h" or a number of milliseconds, as milliseconds. */
+export const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const m = DURATION.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (use e.g. 500ms, 10s, 1m)` });
+    return z.NEVER;
+  }
+  return Number(m[1]) * UNIT_MS[m[2]!]!;
+});
+
+const SIZE = /^(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$/i;
+const UNIT_BYTES: Record<string, number> = { b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, kb: 1000, mb: 1000 ** 2, gb: 1000 ** 3 };
+
+/** 4194304, "4MiB", "512KiB" as bytes. */
+export const byteSize = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const m = SIZE.exec(v.trim());
+  if (!m || Number(m[1]) <= 0) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (use e.g. 4MiB, 512KiB, 1048576)` });
+    return z.NEVER;
+  }
+  return Number(m[1]) * UNIT_BYTES[(m[2] ?? 'b').toLowerCase()]!;
+});
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Splits "host:port" / "[v6]:port"; undefined when malformed. */
+export function splitHostPort(s: string): HostPort | undefined {
+  const m = /^(\[[^\]]+\]|[^:/\s]+):(\d{1,5})$/.exec(s);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+/** "host:port" with a port in 1..65535. */
+export const hostPort = z.string().transform((v, ctx) => {
+  const hp = splitHostPort(v.trim());
+  if (!hp) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not host:port (e.g. 0.0.0.0:46357)` });
+    return z.NEVER;
+  }
+  return hp;
+});

@@ -1,0 +1,62 @@
+// The operations port every program exposes: Prometheus /metrics, /healthz (the process is
+// alive and its event loop turns) and /readyz (it can do its job: listeners up, for example).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export interface OpsServerOptions {
+  host: string;
+  port: number;
+  registry: Registry;
+  /** Undefined when ready, otherwise the reason it is not. */
+  notReadyReason(): string | undefined;
+}
+
+export class OpsServer {
+  private readonly server: http.Server;
+
+  constructor(private readonly opts: OpsServerOptions) {
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      try {
+        const body = await this.opts.registry.metrics();
+        res.writeHead(200, { 'content-type': this.opts.registry.contentType });
+        res.end(body);
+      } catch (err) {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`metrics collection failed: ${(err as Error).message}\n`);
+      }
+    } else if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok\n');
+    } else if (path === '/readyz') {
+      const reason = this.opts.notReadyReason();
+      res.writeHead(reason ? 503 : 200, { 'content-type': 'text/plain' });
+      res.end(reason ? `not ready: ${reason}\n` : 'ready\n');
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found: try /metrics, /healthz, /readyz\n');
+    }
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+}

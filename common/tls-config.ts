@@ -1,0 +1,65 @@
+// The `tls` block of every connection in SLIM-TS configs (node servers and clients, the SDK's
+// --slim JSON, later the controller): plaintext, certificate files, or a SPIFFE Workload API.
+
+import { z } from 'zod';
+
+const spireSocket = z.string().min(1).describe('unix:/path or unix:///path of the SPIFFE Workload API');
+
+const certSource = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('file'), cert: z.string().min(1), key: z.string().min(1) }),
+  z.strictObject({ type: z.literal('spire'), socket_path: spireSocket.optional(), target_spiffe_id: z.string().optional() }),
+]);
+
+const caSource = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('file'), path: z.string().min(1) }),
+  z.strictObject({
+    type: z.literal('spire'),
+    socket_path: spireSocket.optional(),
+    trust_domains: z.array(z.string().min(1)).default([]),
+  }),
+]);
+
+export const tlsSchema = z
+  .strictObject({
+    insecure: z.boolean().default(false),
+    insecure_skip_verify: z.boolean().default(false),
+    source: certSource.optional(),
+    ca_source: caSource.optional(),
+    // Older flat spelling, still used by the seed's client pods.
+    cert_file: z.string().min(1).optional(),
+    key_file: z.string().min(1).optional(),
+    ca_file: z.string().min(1).optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.source && (t.cert_file || t.key_file)) {
+      ctx.addIssue({ code: 'custom', message: 'set either source or cert_file/key_file, not both' });
+    }
+    if (t.ca_source && t.ca_file) ctx.addIssue({ code: 'custom', message: 'set either ca_source or ca_file, not both' });
+    if (Boolean(t.cert_file) !== Boolean(t.key_file)) {
+      ctx.addIssue({ code: 'custom', message: 'cert_file and key_file go together' });
+    }
+  });
+
+export type TlsConfigInput = z.output<typeof tlsSchema>;
+
+/** TLS settings after the two spellings are merged. */
+export interface TlsSettings {
+  insecure: boolean;
+  skipVerify: boolean;
+  cert?: { type: 'file'; cert: string; key: string } | { type: 'spire'; socketPath?: string };
+  ca?: { type: 'file'; path: string } | { type: 'spire'; socketPath?: string; trustDomains: string[] };
+}
+
+export function normalizeTls(t: TlsConfigInput | undefined): TlsSettings {
+  if (!t) return { insecure: false, skipVerify: false };
+  const out: TlsSettings = { insecure: t.insecure, skipVerify: t.insecure_skip_verify };
+  if (t.source?.type === 'file') out.cert = { type: 'file', cert: t.source.cert, key: t.source.key };
+  else if (t.source?.type === 'spire') out.cert = { type: 'spire', socketPath: t.source.socket_path };
+  else if (t.cert_file && t.key_file) out.cert = { type: 'file', cert: t.cert_file, key: t.key_file };
+  if (t.ca_source?.type === 'file') out.ca = { type: 'file', path: t.ca_source.path };
+  else if (t.ca_source?.type === 'spire') {
+    out.ca = { type: 'spire', socketPath: t.ca_source.socket_path, trustDomains: t.ca_source.trust_domains };
+  } else if (t.ca_file) out.ca = { type: 'file', path: t.ca_file };
+  return out;
+}
+

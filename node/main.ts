@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+// slim-node --config FILE
+import { Command } from 'commander';
+import { onShutdownSignal, runProgram } from '../common/cli.js';
+import { ConfigError } from '../common/config-file.js';
+import { createLogger } from '../common/logger.js';
+import { TlsSetupError } from '../transport/tls-files.js';
+import { loadNodeConfig } from './config.js';
+import { SlimNode } from './node.js';
+
+const program = new Command()
+  .name('slim-node')
+  .description('SLIM-TS data-plane node')
+  .requiredOption('-c, --config <file>', 'node configuration file (YAML)')
+  .option('--check', 'validate the configuration and exit')
+  .parse();
+
+const opts = program.opts<{ config: string; check?: boolean }>();
+
+await runProgram('slim-node', async () => {
+  const cfg = loadNodeConfig(opts.config);
+  if (opts.check) {
+    process.stdout.write(`node config ok: node ${cfg.nodeId} in group ${cfg.group}, ${cfg.servers.length} server(s), ${cfg.clients.length} client(s)\n`);
+    return;
+  }
+  const log = createLogger({ component: 'slim-node', level: cfg.logLevel, base: { node_id: cfg.nodeId, group: cfg.group } });
+  const node = new SlimNode(cfg, log);
+  try {
+    await node.start();
+  } catch (err) {
+    // TLS material problems are configuration problems: same exit code, same one-line style.
+    if (err instanceof TlsSetupError) throw new ConfigError(`node config: ${err.message}`);
+    throw err;
+  }
+  log.info({ servers: node.addresses.map((a) => `${a.host}:${a.port}`) }, 'slim-node started');
+  onShutdownSignal(async (signal) => {
+    log.info({ signal }, 'draining');
+    await node.stop();
+    log.info('stopped');
+    log.flush();
+  });
+});

@@ -1,0 +1,159 @@
+// Node metrics. The hot path bumps plain numbers; prom-client reads them only when scraped,
+// so counting costs an array store per message rather than a labelled-metric lookup.
+
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Kind } from '../proto/dataplane.js';
+
+export const KIND_LABELS = ['none', 'subscribe', 'unsubscribe', 'publish', 'link', 'subscription_ack', 'error'] as const;
+
+export type DropReason =
+  | 'no_route'
+  | 'ttl_expired'
+  | 'no_destination'
+  | 'invalid_name'
+  | 'queue_full'
+  | 'link_closed';
+
+export class NodeStats {
+  readonly received = new Float64Array(KIND_LABELS.length);
+  readonly sent = new Float64Array(KIND_LABELS.length);
+  readonly dropped = new Map<DropReason, number>();
+  /** Streams closed because of what the peer sent (malformed frame, oversized message, ...). */
+  readonly streamErrors = new Map<string, number>();
+  /** Connections refused at negotiation, by reason. */
+  readonly refusals = new Map<string, number>();
+  bytesInClosed = 0;
+  bytesOutClosed = 0;
+
+  drop(reason: DropReason, n = 1): void {
+    this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + n);
+  }
+
+  countIn(map: Map<string, number>, key: string): void {
+    map.set(key, (map.get(key) ?? 0) + 1);
+  }
+
+  sentKind(kind: Kind, n = 1): void {
+    this.sent[kind] = this.sent[kind]! + n;
+  }
+}
+
+export interface NodeGauges {
+  linksByKind(): Record<string, number>;
+  subscriptions(): number;
+  queueBytes(): number;
+  pausedLinks(): number;
+  bytesIn(): number;
+  bytesOut(): number;
+}
+
+export function createNodeRegistry(stats: NodeStats, gauges: NodeGauges, labels: Record<string, string>): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels(labels);
+  collectDefaultMetrics({ register: registry, prefix: 'slim_node_' });
+
+  // Our stats are monotonic totals; each scrape republishes them as absolute values.
+  const publish = (c: Counter<string>, label: string, values: Iterable<[string, number]>): void => {
+    c.reset();
+    for (const [k, n] of values) if (n > 0) c.inc({ [label]: k }, n);
+  };
+  const byKind = (arr: Float64Array): [string, number][] => KIND_LABELS.map((t, i) => [t, arr[i]!]);
+
+  new Counter({
+    name: 'slim_messages_received_total',
+    help: 'Messages received on all links, by message type',
+    labelNames: ['type'],
+    registers: [registry],
+    collect() {
+      publish(this, 'type', byKind(stats.received));
+    },
+  });
+  new Counter({
+    name: 'slim_messages_sent_total',
+    help: 'Messages sent on all links, by message type',
+    labelNames: ['type'],
+    registers: [registry],
+    collect() {
+      publish(this, 'type', byKind(stats.sent));
+    },
+  });
+  new Counter({
+    name: 'slim_messages_dropped_total',
+    help: 'Messages dropped, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      publish(this, 'reason', stats.dropped);
+    },
+  });
+  new Counter({
+    name: 'slim_stream_errors_total',
+    help: 'Channels closed because of what the peer sent, by gRPC status',
+    labelNames: ['status'],
+    registers: [registry],
+    collect() {
+      publish(this, 'status', stats.streamErrors);
+    },
+  });
+  new Counter({
+    name: 'slim_link_refusals_total',
+    help: 'Connections refused at negotiation, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      publish(this, 'reason', stats.refusals);
+    },
+  });
+  new Counter({
+    name: 'slim_bytes_received_total',
+    help: 'Bytes received on data-plane channels',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(gauges.bytesIn());
+    },
+  });
+  new Counter({
+    name: 'slim_bytes_sent_total',
+    help: 'Bytes sent on data-plane channels',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(gauges.bytesOut());
+    },
+  });
+  new Gauge({
+    name: 'slim_links',
+    help: 'Established links, by kind (app, peer_in_group, remote_group)',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      for (const [kind, n] of Object.entries(gauges.linksByKind())) this.set({ kind }, n);
+    },
+  });
+  new Gauge({
+    name: 'slim_subscriptions',
+    help: 'Subscriptions in force, counted per (name, link)',
+    registers: [registry],
+    collect() {
+      this.set(gauges.subscriptions());
+    },
+  });
+  new Gauge({
+    name: 'slim_queue_bytes',
+    help: 'Bytes queued for sending across all links',
+    registers: [registry],
+    collect() {
+      this.set(gauges.queueBytes());
+    },
+  });
+  new Gauge({
+    name: 'slim_links_paused',
+    help: 'Links whose reading is paused because a destination queue is full',
+    registers: [registry],
+    collect() {
+      this.set(gauges.pausedLinks());
+    },
+  });
+  return registry;
+}

@@ -1,0 +1,310 @@
+// slim-node: data-plane servers, links to apps and other nodes, and what ties them together
+// (negotiation, interest propagation between nodes, cleanup when a link goes).
+
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { OpsServer } from '../common/ops-server.js';
+import { LinkKind, PROTOCOL_VERSION, decodeMessage, formatName, type Link as LinkMsg, type Name } from '../proto/dataplane.js';
+import type { Channel, ChannelHandler, ChannelLimits } from '../transport/channel.js';
+import { Status, type StatusInfo, statusName } from '../transport/grpc-status.js';
+import { DataPlaneServer } from '../transport/server.js';
+import { SessionPool } from '../transport/session-pool.js';
+import { serverTlsFromFiles } from '../transport/tls-files.js';
+import type { NodeConfig } from './config.js';
+import { Forwarder } from './forwarder.js';
+import { Link } from './link.js';
+import { NodeStats, createNodeRegistry } from './metrics.js';
+import { PeerDialer } from './peer-dialer.js';
+import { peerIdentity } from './peer-identity.js';
+import { SubscriptionTable, nameKey } from './subscription-table.js';
+
+const NEGOTIATION_TIMEOUT_MS = 10_000;
+
+/** A refusal at negotiation: the gRPC status sent to the peer and a metrics label. */
+export interface Refusal {
+  code: Status;
+  reason: string;
+  label: string;
+}
+
+export class SlimNode {
+  readonly stats = new NodeStats();
+  readonly table = new SubscriptionTable();
+  readonly links = new Set<Link>();
+  readonly registry: Registry;
+  readonly limits: ChannelLimits;
+  private readonly nodeLinks = new Map<string, Link>();
+  private readonly localInterest = new Map<string, { name: Name; links: number }>();
+  private readonly forwarder: Forwarder;
+  private readonly servers: DataPlaneServer[] = [];
+  private readonly pool = new SessionPool();
+  private readonly dialers: PeerDialer[] = [];
+  private ops: OpsServer | undefined;
+  private listening = false;
+  private stopping = false;
+  /** Bound addresses of the data-plane servers, in config order. */
+  readonly addresses: { host: string; port: number }[] = [];
+
+  constructor(
+    readonly cfg: NodeConfig,
+    readonly log: Logger,
+  ) {
+    this.limits = { maxMessageSize: cfg.maxMessageSize, queueLimit: cfg.queueLimit };
+    this.forwarder = new Forwarder(
+      this.table,
+      this.stats,
+      { defaultTtl: cfg.defaultTtl, hardQueueLimit: cfg.queueLimit * 4 },
+      { interestChanged: (link, name, added) => this.interestChanged(link, name, added) },
+      log,
+    );
+    this.registry = createNodeRegistry(
+      this.stats,
+      {
+        linksByKind: () => {
+          const out: Record<string, number> = { app: 0, peer_in_group: 0, remote_group: 0 };
+          for (const l of this.links) out[l.kind === LinkKind.App ? 'app' : l.kind === LinkKind.PeerInGroup ? 'peer_in_group' : 'remote_group']!++;
+          return out;
+        },
+        subscriptions: () => this.table.size,
+        queueBytes: () => this.sumChannels((c) => c.backlog),
+        pausedLinks: () => [...this.links].filter((l) => l.channel.isPaused).length,
+        bytesIn: () => this.stats.bytesInClosed + this.sumChannels((c) => c.bytesIn),
+        bytesOut: () => this.stats.bytesOutClosed + this.sumChannels((c) => c.bytesOut),
+      },
+      { node_id: cfg.nodeId, group: cfg.group },
+    );
+  }
+
+  private sumChannels(f: (c: Channel) => number): number {
+    let n = 0;
+    for (const l of this.links) n += f(l.channel);
+    return n;
+  }
+
+  /** Opens every listener (failing before any traffic if one cannot), then dials peers. */
+  async start(): Promise<void> {
+    this.cfg.servers.forEach((s, i) => {
+      const where = `services.${this.cfg.serviceId}.dataplane.servers[${i}].tls`;
+      this.servers.push(
+        new DataPlaneServer({
+          host: s.endpoint.host,
+          port: s.endpoint.port,
+          tls: serverTlsFromFiles(s.tls, where),
+          limits: this.limits,
+          accept: (ch) => this.accept(ch),
+          onReject: (reason, remote) => {
+            this.stats.countIn(this.stats.refusals, reason.startsWith('TLS') ? 'tls_handshake' : 'bad_request');
+            this.log.warn({ remote, reason }, 'refused a connection');
+          },
+        }),
+      );
+    });
+    // Dialers read their TLS files now, so a bad path fails before any port opens.
+    this.cfg.clients.forEach((c, i) => {
+      this.dialers.push(new PeerDialer(this, c, `services.${this.cfg.serviceId}.dataplane.clients[${i}]`, this.pool, this.log));
+    });
+    for (const [i, server] of this.servers.entries()) {
+      const s = this.cfg.servers[i]!;
+      try {
+        const addr = await server.listen();
+        this.addresses.push({ host: addr.address, port: addr.port });
+        this.log.info({ endpoint: `${addr.address}:${addr.port}`, tls: !s.tls.insecure, local_endpoint: s.localEndpoint, external_endpoint: s.externalEndpoint }, 'data-plane server listening');
+      } catch (err) {
+        await this.stop();
+        throw new Error(`cannot listen on ${s.endpoint.host}:${s.endpoint.port} (services.${this.cfg.serviceId}.dataplane.servers[${i}].endpoint): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+    if (this.cfg.ops) {
+      this.ops = new OpsServer({ ...this.cfg.ops, registry: this.registry, notReadyReason: () => this.notReadyReason() });
+      try {
+        const addr = await this.ops.listen();
+        this.log.info({ endpoint: `${addr.address}:${addr.port}` }, 'metrics and health endpoint listening');
+      } catch (err) {
+        await this.stop();
+        throw new Error(`cannot listen on ${this.cfg.ops.host}:${this.cfg.ops.port} (observability.endpoint): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+    this.listening = true;
+    for (const d of this.dialers) d.start();
+    if (this.cfg.controllerClients.length > 0) {
+      this.log.warn(
+        { controllers: this.cfg.controllerClients.map((c) => c.url) },
+        'controller.clients is configured, but this build has no controller client yet: routes come from dataplane.clients only',
+      );
+    }
+  }
+
+  notReadyReason(): string | undefined {
+    if (this.stopping) return 'draining';
+    if (!this.listening) return 'data-plane servers not listening yet';
+    return undefined;
+  }
+
+  /** The Link message this node sends when negotiating. */
+  linkMessage(): LinkMsg {
+    return {
+      linkId: randomUUID(),
+      nodeId: this.cfg.nodeId,
+      group: this.cfg.group,
+      kind: LinkKind.PeerInGroup,
+      protocolVersion: PROTOCOL_VERSION,
+    };
+  }
+
+  // -- negotiation ---------------------------------------------------------------------------
+
+  /** Handler for a channel accepted by one of our servers: the first message must be a Link. */
+  private accept(channel: Channel): ChannelHandler {
+    let link: Link | undefined;
+    const timer = setTimeout(() => {
+      if (link || channel.isClosed) return;
+      this.refuse(channel, { code: Status.DEADLINE_EXCEEDED, reason: `no link negotiation within ${NEGOTIATION_TIMEOUT_MS} ms`, label: 'negotiation_timeout' });
+    }, NEGOTIATION_TIMEOUT_MS);
+    timer.unref();
+    return {
+      onMessage: (buf, start, end) => {
+        if (link) {
+          this.forwarder.handle(link, buf, start, end);
+          return;
+        }
+        clearTimeout(timer);
+        const m = decodeMessage(buf, start, end);
+        if (m.kind !== 'link') {
+          this.refuse(channel, { code: Status.INVALID_ARGUMENT, reason: 'the first message on a channel must be a link negotiation', label: 'no_negotiation' });
+          return;
+        }
+        const result = this.establish(channel, m.link, false);
+        if (!(result instanceof Link)) {
+          this.refuse(channel, result);
+          return;
+        }
+        link = result;
+        channel.send({ kind: 'link', link: { ...this.linkMessage(), linkId: m.link.linkId } });
+        this.linkUp(link);
+      },
+      onClose: (status) => {
+        clearTimeout(timer);
+        this.channelClosed(channel, link, status);
+      },
+    };
+  }
+
+  private refuse(channel: Channel, r: Refusal): void {
+    this.stats.countIn(this.stats.refusals, r.label);
+    this.log.warn({ remote: channel.remoteAddress, reason: r.reason }, 'refused a link');
+    channel.close(r.code, r.reason);
+  }
+
+  /**
+   * Turns a negotiated channel into a Link, or says why not. Used for both accepted and dialled
+   * channels, so the two ends of a node-to-node link apply the same rules.
+   */
+  establish(channel: Channel, peer: LinkMsg, dialled: boolean): Link | Refusal {
+    const identity = peerIdentity(channel);
+    if (peer.kind === LinkKind.App) {
+      const app = peer.app ? formatName(peer.app) : '';
+      return new Link(channel, LinkKind.App, '', '', identity, dialled, peer.linkId, app);
+    }
+    if (peer.kind !== LinkKind.PeerInGroup && peer.kind !== LinkKind.RemoteGroup) {
+      return { code: Status.INVALID_ARGUMENT, reason: `link kind ${peer.kind} is not app or node`, label: 'bad_kind' };
+    }
+    if (!peer.nodeId) return { code: Status.INVALID_ARGUMENT, reason: 'a node link needs a node id', label: 'no_node_id' };
+    if (peer.nodeId === this.cfg.nodeId) {
+      return { code: Status.FAILED_PRECONDITION, reason: `peer has this node's own node id "${peer.nodeId}" (a node dialling itself, or two nodes sharing an id)`, label: 'same_node_id' };
+    }
+    const kind = peer.group === this.cfg.group ? LinkKind.PeerInGroup : LinkKind.RemoteGroup;
+    const existing = this.nodeLinks.get(peer.nodeId);
+    if (existing && !existing.channel.isClosed) {
+      // Both nodes dial each other: keep one link, the one dialled by the lower node id, so
+      // every message crosses once. Both ends apply the same rule and agree.
+      const preferDialler = this.cfg.nodeId < peer.nodeId ? 'self' : 'peer';
+      const newIsPreferred = (dialled ? 'self' : 'peer') === preferDialler;
+      if (!newIsPreferred) {
+        return { code: Status.ABORTED, reason: `already linked with node ${peer.nodeId}`, label: 'duplicate_link' };
+      }
+      existing.channel.close(Status.ABORTED, `replaced by another link with node ${this.cfg.nodeId}`);
+      this.linkDown(existing, { code: Status.ABORTED, details: 'replaced by a duplicate link' });
+    }
+    return new Link(channel, kind, peer.nodeId, peer.group, identity, dialled, peer.linkId);
+  }
+
+  linkUp(link: Link): void {
+    this.links.add(link);
+    if (!link.isApp) {
+      this.nodeLinks.set(link.peerNodeId, link);
+      // Replay local interest so the peer can route to our apps (also after a reconnect).
+      for (const { name } of this.localInterest.values()) link.channel.send({ kind: 'subscribe', subscribe: { name, subscriptionId: 0 } });
+    }
+    this.log.info({ link: link.label, link_id: link.linkId, dialled: link.dialled, identity: link.identity || undefined }, 'link up');
+  }
+
+  /** Handler for established links: every later message goes to the forwarder. */
+  forwardTo(link: Link): (buf: Buffer, start: number, end: number) => void {
+    return (buf, start, end) => this.forwarder.handle(link, buf, start, end);
+  }
+
+  channelClosed(channel: Channel, link: Link | undefined, status: StatusInfo): void {
+    this.stats.bytesInClosed += channel.bytesIn;
+    this.stats.bytesOutClosed += channel.bytesOut;
+    if (status.code === Status.INVALID_ARGUMENT || status.code === Status.RESOURCE_EXHAUSTED || status.code === Status.UNIMPLEMENTED) {
+      this.stats.countIn(this.stats.streamErrors, statusName(status.code));
+      this.log.warn({ link: link?.label ?? channel.remoteAddress, status: statusName(status.code), reason: status.details }, 'closed a channel over what the peer sent');
+    }
+    if (link) this.linkDown(link, status);
+  }
+
+  private linkDown(link: Link, status: StatusInfo): void {
+    if (!this.links.delete(link)) return;
+    if (!link.isApp && this.nodeLinks.get(link.peerNodeId) === link) this.nodeLinks.delete(link.peerNodeId);
+    const names = this.table.removeLink(link);
+    if (link.isApp) for (const n of names) this.interestChanged(link, n, false);
+    const level = this.stopping || status.code === Status.OK || status.code === Status.CANCELLED ? 'info' : 'warn';
+    this.log[level]({ link: link.label, link_id: link.linkId, status: statusName(status.code), reason: status.details || undefined, subscriptions_removed: names.length }, 'link down');
+  }
+
+  // -- interest between nodes -------------------------------------------------------------------
+
+  /** Local apps' interest goes to every linked node, once per name (one hop: see Forwarder). */
+  private interestChanged(link: Link, name: Name, added: boolean): void {
+    if (!link.isApp) return;
+    const key = nameKey(name);
+    const entry = this.localInterest.get(key);
+    if (added) {
+      if (entry) {
+        entry.links++;
+        return;
+      }
+      this.localInterest.set(key, { name, links: 1 });
+      this.broadcastToNodes('subscribe', name);
+    } else if (entry) {
+      if (--entry.links > 0) return;
+      this.localInterest.delete(key);
+      this.broadcastToNodes('unsubscribe', name);
+    }
+  }
+
+  private broadcastToNodes(kind: 'subscribe' | 'unsubscribe', name: Name): void {
+    for (const l of this.nodeLinks.values()) {
+      if (kind === 'subscribe') l.channel.send({ kind, subscribe: { name, subscriptionId: 0 } });
+      else l.channel.send({ kind, unsubscribe: { name, subscriptionId: 0 } });
+    }
+  }
+
+  // -- shutdown -------------------------------------------------------------------------------
+
+  /** Stops accepting, tells every peer, waits up to drainTimeout for queues to flush. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const d of this.dialers) d.stop();
+    const deadline = Date.now() + this.cfg.drainTimeoutMs;
+    while (this.sumChannels((c) => c.backlog) > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await Promise.all(this.servers.map((s) => s.close(Status.UNAVAILABLE, `node ${this.cfg.nodeId} is shutting down`, 1000)));
+    for (const l of [...this.links]) l.channel.close(Status.UNAVAILABLE, `node ${this.cfg.nodeId} is shutting down`);
+    this.pool.close();
+    await this.ops?.close();
+  }
+}

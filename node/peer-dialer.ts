@@ -1,0 +1,104 @@
+// One dataplane.clients entry: keeps a link to another node up, redialling with backoff.
+// Subscriptions are replayed by the node each time the link comes up (SlimNode.linkUp).
+
+import type { Logger } from 'pino';
+import { Backoff } from '../common/backoff.js';
+import { decodeMessage } from '../proto/dataplane.js';
+import type { Channel } from '../transport/channel.js';
+import { Status, statusName, type StatusInfo } from '../transport/grpc-status.js';
+import type { SessionPool, DialTarget } from '../transport/session-pool.js';
+import { clientTlsFromFiles } from '../transport/tls-files.js';
+import type { ClientSettings } from './config.js';
+import { Link } from './link.js';
+import type { SlimNode } from './node.js';
+
+export class PeerDialer {
+  private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5_000, factor: 2 });
+  private readonly target: DialTarget;
+  private channel: Channel | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private failures = 0;
+
+  constructor(
+    private readonly node: SlimNode,
+    private readonly settings: ClientSettings,
+    where: string,
+    private readonly pool: SessionPool,
+    private readonly log: Logger,
+  ) {
+    this.target = {
+      url: settings.url,
+      tls: settings.url.startsWith('https:') ? clientTlsFromFiles(settings.tls, settings.host, `${where}.tls`) : undefined,
+    };
+  }
+
+  start(): void {
+    this.dial();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.channel?.close(Status.OK, 'node shutting down');
+  }
+
+  private dial(): void {
+    if (this.stopped) return;
+    let link: Link | undefined;
+    let negotiated = false;
+    const negotiation = setTimeout(() => {
+      if (!negotiated) channel.close(Status.DEADLINE_EXCEEDED, `no link negotiation answer within ${this.settings.connectTimeoutMs} ms`);
+    }, this.settings.connectTimeoutMs);
+    negotiation.unref();
+    const channel = this.pool.open(this.target, this.node.limits, {
+      onMessage: (buf, start, end) => {
+        if (link) {
+          forward(buf, start, end);
+          return;
+        }
+        const m = decodeMessage(buf, start, end);
+        if (m.kind !== 'link') {
+          channel.close(Status.INVALID_ARGUMENT, 'peer did not answer with a link negotiation');
+          return;
+        }
+        negotiated = true;
+        clearTimeout(negotiation);
+        const result = this.node.establish(channel, m.link, true);
+        if (!(result instanceof Link)) {
+          channel.close(result.code, result.reason);
+          return;
+        }
+        link = result;
+        forward = this.node.forwardTo(link);
+        this.backoff.reset();
+        this.failures = 0;
+        this.node.linkUp(link);
+      },
+      onClose: (status) => {
+        clearTimeout(negotiation);
+        this.node.channelClosed(channel, link, status);
+        if (!link) this.failed(status);
+        this.channel = undefined;
+        this.schedule();
+      },
+    });
+    let forward: (buf: Buffer, start: number, end: number) => void = () => undefined;
+    this.channel = channel;
+    channel.send({ kind: 'link', link: this.node.linkMessage() });
+  }
+
+  private failed(status: StatusInfo): void {
+    if (this.stopped) return;
+    this.failures++;
+    // A duplicate link is expected when both nodes list each other; say so quietly.
+    const level = status.code === Status.ABORTED ? 'debug' : this.failures === 1 || this.failures % 10 === 0 ? 'warn' : 'debug';
+    this.log[level]({ endpoint: this.settings.url, attempt: this.failures, status: statusName(status.code), reason: status.details }, 'cannot link to peer node; will retry');
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.timer = setTimeout(() => this.dial(), delay);
+  }
+}
