@@ -161,26 +161,6 @@ function writeNested<T>(
   return write(buf, pos, value);
 }
 
-function headerSize(h: Header): number {
-  return (
-    (h.source ? nestedSize(nameSize(h.source)) : 0) +
-    (h.destination ? nestedSize(nameSize(h.destination)) : 0) +
-    stringFieldSize(1, h.identity) +
-    varintFieldSize(1, h.fanout) +
-    varintFieldSize(1, h.ttl) +
-    varintFieldSize(1, h.messageId)
-  );
-}
-
-function writeHeader(buf: Buffer, pos: number, h: Header): number {
-  if (h.source) pos = writeNested(buf, pos, 1, nameSize(h.source), h.source, writeName);
-  if (h.destination) pos = writeNested(buf, pos, 2, nameSize(h.destination), h.destination, writeName);
-  pos = writeStringField(buf, pos, tag(3, WIRE_LEN), h.identity);
-  pos = writeVarintField(buf, pos, tag(4, WIRE_VARINT), h.fanout);
-  pos = writeVarintField(buf, pos, tag(5, WIRE_VARINT), h.ttl);
-  return writeVarintField(buf, pos, tag(6, WIRE_VARINT), h.messageId);
-}
-
 function subscribeSize(s: Subscribe): number {
   return (s.name ? nestedSize(nameSize(s.name)) : 0) + varintFieldSize(1, s.subscriptionId);
 }
@@ -194,16 +174,56 @@ function bytesFieldSize(b: Uint8Array): number {
   return b.length === 0 ? 0 : 1 + varintSize(b.length) + b.length;
 }
 
-function publishSize(p: Publish): number {
-  return (
-    (p.header ? nestedSize(headerSize(p.header)) : 0) +
-    bytesFieldSize(p.payload) +
-    stringFieldSize(1, p.contentType)
-  );
+// A publish is encoded for every message an app sends, so its nested sizes are computed once
+// per encode here instead of once per nesting level.
+interface PublishLayout {
+  source: number;
+  destination: number;
+  header: number;
+  publish: number;
 }
 
-function writePublish(buf: Buffer, pos: number, p: Publish): number {
-  if (p.header) pos = writeNested(buf, pos, 1, headerSize(p.header), p.header, writeHeader);
+const layout: PublishLayout = { source: 0, destination: 0, header: 0, publish: 0 };
+
+function layoutPublish(p: Publish): PublishLayout {
+  const h = p.header;
+  layout.source = h?.source ? nameSize(h.source) : 0;
+  layout.destination = h?.destination ? nameSize(h.destination) : 0;
+  layout.header = h
+    ? (h.source ? nestedSize(layout.source) : 0) +
+      (h.destination ? nestedSize(layout.destination) : 0) +
+      stringFieldSize(1, h.identity) +
+      varintFieldSize(1, h.fanout) +
+      varintFieldSize(1, h.ttl) +
+      varintFieldSize(1, h.messageId)
+    : 0;
+  layout.publish = (h ? nestedSize(layout.header) : 0) + bytesFieldSize(p.payload) + stringFieldSize(1, p.contentType);
+  return layout;
+}
+
+function writePublishField(buf: Buffer, pos: number, p: Publish): number {
+  const l = layoutPublish(p);
+  buf[pos++] = tag(Kind.Publish, WIRE_LEN);
+  pos = writeVarint(buf, pos, l.publish);
+  const h = p.header;
+  if (h) {
+    buf[pos++] = tag(1, WIRE_LEN);
+    pos = writeVarint(buf, pos, l.header);
+    if (h.source) {
+      buf[pos++] = tag(1, WIRE_LEN);
+      pos = writeVarint(buf, pos, l.source);
+      pos = writeName(buf, pos, h.source);
+    }
+    if (h.destination) {
+      buf[pos++] = tag(2, WIRE_LEN);
+      pos = writeVarint(buf, pos, l.destination);
+      pos = writeName(buf, pos, h.destination);
+    }
+    pos = writeStringField(buf, pos, tag(3, WIRE_LEN), h.identity);
+    pos = writeVarintField(buf, pos, tag(4, WIRE_VARINT), h.fanout);
+    pos = writeVarintField(buf, pos, tag(5, WIRE_VARINT), h.ttl);
+    pos = writeVarintField(buf, pos, tag(6, WIRE_VARINT), h.messageId);
+  }
   if (p.payload.length > 0) {
     buf[pos++] = tag(2, WIRE_LEN);
     pos = writeVarint(buf, pos, p.payload.length);
@@ -267,7 +287,7 @@ function bodySize(m: Message): number {
     case 'unsubscribe':
       return nestedSize(subscribeSize(m.unsubscribe));
     case 'publish':
-      return nestedSize(publishSize(m.publish));
+      return nestedSize(layoutPublish(m.publish).publish);
     case 'link':
       return nestedSize(linkSize(m.link));
     case 'subscriptionAck':
@@ -301,7 +321,7 @@ export function writeMessage(buf: Buffer, pos: number, m: Message): number {
       pos = writeNested(buf, pos, Kind.Unsubscribe, subscribeSize(m.unsubscribe), m.unsubscribe, writeSubscribe);
       break;
     case 'publish':
-      pos = writeNested(buf, pos, Kind.Publish, publishSize(m.publish), m.publish, writePublish);
+      pos = writePublishField(buf, pos, m.publish);
       break;
     case 'link':
       pos = writeNested(buf, pos, Kind.Link, linkSize(m.link), m.link, writeLink);
@@ -627,8 +647,11 @@ export class RouteView {
 
 const scanCursor: Cursor = { buf: Buffer.alloc(0), pos: 0, end: 0 };
 
+// A repeated message field replaces the earlier one here, as in decodeMessage (and protobufjs),
+// so the scanner and the full decoder always agree on what a message says.
 function scanDestination(c: Cursor, stop: number, v: RouteView): void {
   v.hasDestination = true;
+  v.orgStart = v.orgEnd = v.nsStart = v.nsEnd = v.svcStart = v.svcEnd = v.instStart = v.instEnd = 0;
   while (c.pos < stop) {
     const key = readVarint(c);
     const f = key >>> 3;
@@ -636,10 +659,19 @@ function scanDestination(c: Cursor, stop: number, v: RouteView): void {
     if (f >= 1 && f <= 4 && w === WIRE_LEN) {
       const end = readLength(c);
       if (end > stop) throw new DecodeError('Name field runs past the end of its message');
-      if (f === 1) (v.orgStart = c.pos), (v.orgEnd = end);
-      else if (f === 2) (v.nsStart = c.pos), (v.nsEnd = end);
-      else if (f === 3) (v.svcStart = c.pos), (v.svcEnd = end);
-      else (v.instStart = c.pos), (v.instEnd = end);
+      if (f === 1) {
+        v.orgStart = c.pos;
+        v.orgEnd = end;
+      } else if (f === 2) {
+        v.nsStart = c.pos;
+        v.nsEnd = end;
+      } else if (f === 3) {
+        v.svcStart = c.pos;
+        v.svcEnd = end;
+      } else {
+        v.instStart = c.pos;
+        v.instEnd = end;
+      }
       c.pos = end;
     } else if (f === 0) throw new DecodeError('field number 0');
     else skipField(c, w);
@@ -648,6 +680,9 @@ function scanDestination(c: Cursor, stop: number, v: RouteView): void {
 }
 
 function scanHeader(c: Cursor, stop: number, v: RouteView): void {
+  const kind = v.kind;
+  v.reset();
+  v.kind = kind;
   while (c.pos < stop) {
     const key = readVarint(c);
     const f = key >>> 3;
@@ -688,6 +723,7 @@ export function scanMessage(buf: Buffer, start: number, end: number, v: RouteVie
     const w = key & 7;
     if (f === Kind.Publish && w === WIRE_LEN) {
       const stop = readLength(c);
+      v.reset();
       v.kind = Kind.Publish;
       while (c.pos < stop) {
         const k2 = readVarint(c);

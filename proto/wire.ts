@@ -68,7 +68,7 @@ export function skipField(c: Cursor, wireType: number): void {
       c.pos = readLength(c);
       return;
     case WIRE_FIXED32:
-      c.pos += 3;
+      c.pos += 4;
       break;
     default:
       throw new DecodeError(`unsupported wire type ${wireType}`);
@@ -99,19 +99,39 @@ export function writeVarint(buf: Buffer, pos: number, v: number): number {
   return pos;
 }
 
+/**
+ * UTF-8 length of `s`. Names and ids are short ASCII; counting them in JS avoids a call into
+ * C++ (Buffer.byteLength) per string, which dominated publish encoding (bench/codec.ts).
+ */
+export function utf8Length(s: string): number {
+  const n = s.length;
+  if (n > 64) return Buffer.byteLength(s);
+  for (let i = 0; i < n; i++) if (s.charCodeAt(i) >= 0x80) return Buffer.byteLength(s);
+  return n;
+}
+
+/** Writes `s` (whose UTF-8 length is `len`) at `pos`; returns the end. */
+export function writeUtf8(buf: Buffer, pos: number, s: string, len: number): number {
+  if (len === s.length && len <= 64) {
+    for (let i = 0; i < len; i++) buf[pos + i] = s.charCodeAt(i);
+    return pos + len;
+  }
+  return pos + buf.write(s, pos, len, 'utf8');
+}
+
 /** Size of a string field (tag + length + bytes), 0 when empty (proto3 default). */
 export function stringFieldSize(tagSize: number, s: string): number {
   if (s.length === 0) return 0;
-  const n = Buffer.byteLength(s);
+  const n = utf8Length(s);
   return tagSize + varintSize(n) + n;
 }
 
 export function writeStringField(buf: Buffer, pos: number, tag: number, s: string): number {
   if (s.length === 0) return pos;
   buf[pos++] = tag;
-  const n = Buffer.byteLength(s);
+  const n = utf8Length(s);
   pos = writeVarint(buf, pos, n);
-  return pos + buf.write(s, pos, 'utf8');
+  return writeUtf8(buf, pos, s, n);
 }
 
 export function varintFieldSize(tagSize: number, v: number): number {
@@ -126,9 +146,29 @@ export function writeVarintField(buf: Buffer, pos: number, tag: number, v: numbe
 
 export function readString(c: Cursor): string {
   const stop = readLength(c);
-  const s = c.buf.toString('utf8', c.pos, stop);
+  const s = decodeUtf8(c.buf, c.pos, stop);
   c.pos = stop;
   return s;
+}
+
+// Buffer's slice methods without toString's argument handling; present on every Node Buffer
+// though not in @types/node.
+type SlicingBuffer = Buffer & { latin1Slice(start: number, end: number): string; utf8Slice(start: number, end: number): string };
+
+/** Short ASCII strings take the latin1 path, which skips UTF-8 validation. */
+export function decodeUtf8(b: Buffer, start: number, end: number): string {
+  const buf = b as SlicingBuffer;
+  if (end - start <= 64) {
+    let ascii = true;
+    for (let i = start; i < end; i++) {
+      if (buf[i]! >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return buf.latin1Slice(start, end);
+  }
+  return buf.utf8Slice(start, end);
 }
 
 export function tag(field: number, wireType: number): number {

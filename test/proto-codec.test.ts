@@ -303,6 +303,20 @@ describe('encodeMessage / decodeMessage round trip', () => {
     expect(Object.getOwnPropertyDescriptor(d.metadata, '__proto__')?.value).toBe('b');
   });
 
+  it('sizes and writes varints exactly at every 7-bit boundary up to 2^53', () => {
+    const values = [0, 1, 2 ** 53 - 1, Number.MAX_SAFE_INTEGER];
+    for (let bits = 7; bits <= 53; bits += 7) values.push(2 ** bits - 1, 2 ** bits, 2 ** bits + 1);
+    for (let bits = 0; bits <= 53; bits++) values.push(2 ** bits);
+    for (const v of values) {
+      expect(varintSize(v), `varintSize(${v})`).toBe(varint(v).length);
+      const m: Message = { kind: 'subscribe', subscribe: { subscriptionId: v } };
+      const buf = encodeMessage(m);
+      const expected = v === 0 ? [...key(1, 2), 0] : lenField(1, varintField(2, v));
+      expect([...buf], `encode ${v}`).toEqual(expected);
+      expect(decodeMessage(buf), `decode ${v}`).toEqual(m);
+    }
+  });
+
   it('writeMessage writes at an offset and returns the end', () => {
     const m = samples.publish!;
     const size = messageSize(m);
@@ -336,8 +350,11 @@ describe('encodeMessage / decodeMessage round trip', () => {
     expect(() => decodeMessage(Buffer.from([0x02, 0x00]))).toThrow(DecodeError);
     // Group wire types are not supported.
     expect(() => decodeMessage(Buffer.from([...key(9, 3)]))).toThrow(DecodeError);
-    // Varint longer than 10 bytes.
-    expect(() => decodeMessage(Buffer.from([...key(9, 0), ...Array(11).fill(0xff), 0x01]))).toThrow(DecodeError);
+    // A 10-byte varint (the longest protobuf allows) is fine, an 11-byte one is not.
+    expect(decodeMessage(Buffer.from([...key(9, 0), ...Array<number>(9).fill(0xff), 0x01]))).toEqual({ kind: 'none' });
+    expect(() => decodeMessage(Buffer.from([...key(9, 0), ...Array<number>(10).fill(0xff), 0x01]))).toThrow(DecodeError);
+    const v = new RouteView();
+    expect(() => scanMessage(Buffer.from([...key(9, 0), ...Array<number>(10).fill(0xff), 0x01]), 0, 12, v)).toThrow(DecodeError);
     // Truncated fixed64.
     expect(() => decodeMessage(Buffer.from([...key(9, 1), 1, 2, 3]))).toThrow(DecodeError);
   });
@@ -599,6 +616,32 @@ describe('scanMessage', () => {
       expect(v.orgEnd - v.orgStart, name).toBe(0);
       expect(v.identityEnd - v.identityStart, name).toBe(0);
     }
+  });
+
+  it('rejects a nested field whose last varint runs past the nested length, at every level', () => {
+    // A varint in an unknown field that starts inside the nested message and ends after it: the
+    // bytes as a whole parse, so only the length bookkeeping can catch it.
+    const overrun = [...key(9, 0), 0x80]; // continuation bit set, completed by the next byte
+    const dest = [...lenField(1, 'o'), ...lenField(3, 's')];
+    const cases: Record<string, number[]> = {
+      name: lenField(3, lenField(1, [...lenField(2, [...dest, ...overrun]), 0x01, ...lenField(3, 'id')])),
+      header: lenField(3, [...lenField(1, [...lenField(2, dest), ...overrun]), 0x01, ...lenField(3, 'ct')]),
+      publish: [...lenField(3, [...lenField(1, lenField(2, dest)), ...overrun]), 0x01],
+    };
+    for (const [level, bytes] of Object.entries(cases)) {
+      const buf = Buffer.from(bytes);
+      expect(() => decodeMessage(buf), level).toThrow(DecodeError);
+      expect(() => scan(buf), level).toThrow(DecodeError);
+    }
+    // The first key inside the publish written as a 2-byte varint that straddles its end.
+    const header = lenField(2, dest);
+    const straddle = Buffer.from([...lenField(3, [0x8a]), 0x00, ...varint(header.length), ...header]);
+    expect(() => decodeMessage(straddle)).toThrow(DecodeError);
+    expect(() => scan(straddle)).toThrow(DecodeError);
+    // The same fixtures without the overrun are fine.
+    const ok = Buffer.from(lenField(3, lenField(1, [...lenField(2, [...dest, ...varintField(9, 1)]), ...lenField(3, 'id')])));
+    expect(scan(ok).hasDestination).toBe(true);
+    expect(decodeMessage(ok).kind).toBe('publish');
   });
 
   it('throws DecodeError on truncated publish', () => {

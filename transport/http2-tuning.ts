@@ -20,6 +20,9 @@ export function tuneSession(session: Http2Session): void {
   const apply = (): void => {
     try {
       session.setLocalWindowSize(SESSION_WINDOW);
+      // Writes are already coalesced per event-loop turn; Nagle would only add delay (tens of
+      // ms with delayed ACKs) to a lone request/reply.
+      (session.socket as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
     } catch {
       // session already closing; nothing to tune
     }

@@ -27,7 +27,6 @@ const DEFAULTS: SessionPoolOptions = { keepaliveIntervalMs: 10_000, keepaliveTim
 
 interface PooledSession {
   session: ClientHttp2Session;
-  lastError?: string;
 }
 
 export class SessionPool {
@@ -62,10 +61,7 @@ export class SessionPool {
     const forget = (): void => {
       if (this.sessions.get(key) === entry) this.sessions.delete(key);
     };
-    session.on('error', (err: Error) => {
-      entry.lastError = err.message;
-      forget();
-    });
+    session.on('error', forget);
     session.on('goaway', forget);
     session.on('close', () => {
       forget();
@@ -107,16 +103,7 @@ export class SessionPool {
       },
       { endStream: false },
     );
-    // A refused or failed connection surfaces on the stream without the session's reason;
-    // attach it so the owner can log "connect ECONNREFUSED ..." rather than "stream closed".
-    return new Channel(stream, 'client', limits, {
-      onMessage: handler.onMessage,
-      onClose: (status) => {
-        if (entry.lastError && status.details.startsWith('stream')) {
-          handler.onClose({ code: status.code, details: entry.lastError });
-        } else handler.onClose(status);
-      },
-    });
+    return new Channel(stream, 'client', limits, handler);
   }
 
   close(): void {

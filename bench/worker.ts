@@ -1,0 +1,278 @@
+// Bench worker processes: each mode is one role in a measured chain, started by
+// bench/dataplane.ts as its own process. Results go to stdout as one JSON line.
+//
+//   slim-recv  URL COUNT             count COUNT publishes, report the rate
+//   slim-send  URL COUNT SIZE        publish COUNT messages of SIZE bytes as fast as backpressure allows
+//   slim-echo  URL                   reply to every message
+//   slim-rtt   URL RATE SECONDS SIZE requests at a fixed rate, report RTT percentiles
+//   raw-*      the same roles over plain node:http2 with gRPC framing, no routing
+//   raw-relay  LISTEN_PORT NEXT_URL  pipe every stream to the next hop, both directions
+
+import http2, { type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
+import { SlimApp } from '../client/slim-app.js';
+import { parseName } from '../proto/dataplane.js';
+import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, tuneSession } from '../transport/http2-tuning.js';
+
+const [mode, ...args] = process.argv.slice(2);
+const RECEIVER = parseName('bench/ns/receiver');
+
+function out(result: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function latencyResult(rtts: number[], sent: number): Record<string, unknown> {
+  rtts.sort((a, b) => a - b);
+  return { sent, received: rtts.length, p50: percentile(rtts, 50), p99: percentile(rtts, 99), max: rtts[rtts.length - 1] };
+}
+
+/**
+ * Calls `send` `total` times at `rate` per second on a fixed schedule (open loop: a slow reply
+ * does not delay the next request). Timers are ~1 ms coarse, so each wake-up sends whatever is
+ * due; the event loop stays free for replies in between.
+ */
+async function openLoop(rate: number, total: number, send: () => void): Promise<void> {
+  const start = performance.now();
+  let i = 0;
+  while (i < total) {
+    const now = performance.now();
+    while (i < total && start + (i * 1000) / rate <= now) {
+      send();
+      i++;
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+// -- SLIM roles -------------------------------------------------------------------------------
+
+async function slimRecv(url: string, count: number): Promise<void> {
+  const app = await SlimApp.connect({ name: RECEIVER, slim: url });
+  let n = 0;
+  let first = 0n;
+  app.onMessage(() => {
+    if (n === 0) first = process.hrtime.bigint();
+    if (++n === count) {
+      const secs = Number(process.hrtime.bigint() - first) / 1e9;
+      out({ count: n, seconds: secs, rate: (n - 1) / secs });
+      app.close();
+      setTimeout(() => process.exit(0), 100);
+    }
+  });
+  out({ ready: true });
+}
+
+async function slimSend(url: string, count: number, size: number): Promise<void> {
+  const app = await SlimApp.connect({ name: 'bench/ns/sender', slim: url });
+  const payload = Buffer.alloc(size, 0x61);
+  let sent = 0;
+  const started = process.hrtime.bigint();
+  while (sent < count) {
+    while (app.canSend && sent < count) {
+      app.publish(RECEIVER, payload);
+      sent++;
+      if ((sent & 1023) === 0) break;
+    }
+    if (app.canSend) await new Promise((r) => setImmediate(r));
+    else await app.drained();
+  }
+  await app.drained();
+  const secs = Number(process.hrtime.bigint() - started) / 1e9;
+  out({ sent, seconds: secs });
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+
+async function slimEcho(url: string): Promise<void> {
+  const app = await SlimApp.connect({ name: RECEIVER, slim: url });
+  app.onMessage((m) => app.reply(m, m.payload));
+  out({ ready: true });
+}
+
+async function slimRtt(url: string, rate: number, seconds: number, size: number): Promise<void> {
+  const app = await SlimApp.connect({ name: 'bench/ns/sender', slim: url, requestTimeoutMs: 2000 });
+  const payload = Buffer.alloc(size, 0x62);
+  const total = Math.round(rate * seconds);
+  const run = async (n: number): Promise<number[]> => {
+    const rtts: number[] = [];
+    const pending: Promise<void>[] = [];
+    await openLoop(rate, n, () => {
+      const t0 = performance.now();
+      pending.push(app.request(RECEIVER, payload).then(() => void rtts.push(performance.now() - t0), () => undefined));
+    });
+    await Promise.all(pending);
+    return rtts;
+  };
+  // Warm every process on the path (JIT tiers, routes) at the measured rate, then measure.
+  await run(Math.min(total, rate * 2));
+  const rtts = await run(total);
+  if (process.env.BENCH_TRACE) process.stderr.write(`${JSON.stringify(rtts.map((r) => Math.round(r * 100) / 100))}\n`);
+  out(latencyResult(rtts, total));
+  app.close();
+  setTimeout(() => process.exit(0), 100);
+}
+
+// -- raw node:http2 roles ---------------------------------------------------------------------
+
+const PATH = '/bench.Raw/Stream';
+
+function rawServer(port: number, onStream: (s: ServerHttp2Stream) => void): void {
+  const server = http2.createServer({ settings: HTTP2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY_MB });
+  server.on('session', tuneSession);
+  server.on('stream', (s) => {
+    s.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    onStream(s);
+  });
+  server.listen(port, '127.0.0.1', () => out({ ready: true }));
+}
+
+function rawConnect(url: string): ClientHttp2Stream {
+  const session = http2.connect(url, { settings: HTTP2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY_MB });
+  tuneSession(session);
+  return session.request({ ':method': 'POST', ':path': PATH, 'content-type': 'application/grpc' });
+}
+
+/** Counts gRPC-framed messages in a byte stream without copying. */
+function frameCounter(onMessage: (buf: Buffer, start: number, end: number) => void): (chunk: Buffer) => void {
+  let carry: Buffer | null = null;
+  return (chunk) => {
+    let buf = carry ? Buffer.concat([carry, chunk]) : chunk;
+    carry = null;
+    let pos = 0;
+    while (buf.length - pos >= 5) {
+      const len = buf.readUInt32BE(pos + 1);
+      if (buf.length - pos - 5 < len) break;
+      onMessage(buf, pos + 5, pos + 5 + len);
+      pos += 5 + len;
+    }
+    if (pos < buf.length) carry = buf.subarray(pos);
+    buf = Buffer.alloc(0);
+  };
+}
+
+function frame(payload: Buffer): Buffer {
+  const f = Buffer.allocUnsafe(5 + payload.length);
+  f[0] = 0;
+  f.writeUInt32BE(payload.length, 1);
+  payload.copy(f, 5);
+  return f;
+}
+
+function rawRecv(port: number, count: number): void {
+  rawServer(port, (s) => {
+    let n = 0;
+    let first = 0n;
+    s.on(
+      'data',
+      frameCounter(() => {
+        if (n === 0) first = process.hrtime.bigint();
+        if (++n === count) {
+          const secs = Number(process.hrtime.bigint() - first) / 1e9;
+          out({ count: n, seconds: secs, rate: (n - 1) / secs });
+          setTimeout(() => process.exit(0), 100);
+        }
+      }),
+    );
+  });
+}
+
+async function rawSend(url: string, count: number, size: number): Promise<void> {
+  const stream = rawConnect(url);
+  const one = frame(Buffer.alloc(size, 0x61));
+  const perBatch = Math.max(1, Math.floor((64 * 1024) / one.length));
+  const batch = Buffer.concat(Array.from({ length: perBatch }, () => one));
+  let sent = 0;
+  const started = process.hrtime.bigint();
+  while (sent < count) {
+    const n = Math.min(perBatch, count - sent);
+    const ok = stream.write(n === perBatch ? batch : batch.subarray(0, n * one.length));
+    sent += n;
+    if (!ok) await new Promise((r) => stream.once('drain', r));
+    else if ((sent & 4095) < perBatch) await new Promise((r) => setImmediate(r));
+  }
+  out({ sent, seconds: Number(process.hrtime.bigint() - started) / 1e9 });
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+
+function rawEcho(port: number): void {
+  rawServer(port, (s) => s.on('data', (chunk: Buffer) => s.write(chunk)));
+}
+
+async function rawRtt(url: string, rate: number, seconds: number, size: number): Promise<void> {
+  const stream = rawConnect(url);
+  const sentAt = new Map<number, number>();
+  const rtts: number[] = [];
+  stream.on(
+    'data',
+    frameCounter((buf, start) => {
+      const seq = buf.readUInt32BE(start);
+      const t0 = sentAt.get(seq);
+      if (t0 !== undefined) {
+        rtts.push(performance.now() - t0);
+        sentAt.delete(seq);
+      }
+    }),
+  );
+  const payload = Buffer.alloc(Math.max(size, 4), 0x62);
+  const send = (seq: number): void => {
+    payload.writeUInt32BE(seq, 0);
+    sentAt.set(seq, performance.now());
+    stream.write(frame(payload));
+  };
+  const total = Math.round(rate * seconds);
+  // Same warm-up as slim-rtt: two seconds at the measured rate, not counted.
+  let seq = 1_000_000;
+  await openLoop(rate, Math.min(total, rate * 2), () => send(seq++));
+  await new Promise((r) => setTimeout(r, 200));
+  rtts.length = 0;
+  seq = 0;
+  await openLoop(rate, total, () => send(seq++));
+  await new Promise((r) => setTimeout(r, 500));
+  out(latencyResult(rtts, total));
+  process.exit(0);
+}
+
+function rawRelay(port: number, next: string): void {
+  rawServer(port, (inbound) => {
+    const outbound = rawConnect(next);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+}
+
+const n = (i: number): number => Number(args[i]);
+switch (mode) {
+  case 'slim-recv':
+    await slimRecv(args[0]!, n(1));
+    break;
+  case 'slim-send':
+    await slimSend(args[0]!, n(1), n(2));
+    break;
+  case 'slim-echo':
+    await slimEcho(args[0]!);
+    break;
+  case 'slim-rtt':
+    await slimRtt(args[0]!, n(1), n(2), n(3));
+    break;
+  case 'raw-recv':
+    rawRecv(n(0), n(1));
+    break;
+  case 'raw-send':
+    await rawSend(args[0]!, n(1), n(2));
+    break;
+  case 'raw-echo':
+    rawEcho(n(0));
+    break;
+  case 'raw-rtt':
+    await rawRtt(args[0]!, n(1), n(2), n(3));
+    break;
+  case 'raw-relay':
+    rawRelay(n(0), args[1]!);
+    break;
+  default:
+    process.stderr.write(`unknown bench worker mode ${mode}\n`);
+    process.exit(2);
+}

@@ -1,0 +1,167 @@
+// Starting and stopping the project's programs as real processes, for the demo, the
+// integration/e2e tests and the benchmarks: spawn, wait for a line, collect output, stop all.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { dirname, resolve } from 'node:path';
+
+/** Repository root (works from the TypeScript sources and from dist/). */
+export const REPO_ROOT = (() => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return here.includes('/dist/') ? resolve(here, '../..') : resolve(here, '..');
+})();
+
+/** Built entry points, by program name. */
+export const PROGRAMS = {
+  'slim-node': 'dist/node/main.js',
+  'slim-receiver': 'dist/client/receiver-main.js',
+  'slim-sender': 'dist/client/sender-main.js',
+  'bench-worker': 'dist/bench/worker.js',
+} as const;
+
+export type ProgramName = keyof typeof PROGRAMS;
+
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Prefix for each echoed line; when set, output is echoed to this process's stdout. */
+  echo?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Run the program inside `ip netns exec NS`. */
+  netns?: string;
+}
+
+export class ManagedProcess {
+  readonly lines: string[] = [];
+  private waiters: { test: (l: string) => boolean; resolve: (l: string) => void }[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  exitCode: number | null | undefined;
+
+  constructor(
+    readonly label: string,
+    readonly child: ChildProcess,
+    echo?: SpawnOptions['echo'],
+  ) {
+    const attach = (stream: NodeJS.ReadableStream | null, kind: 'stdout' | 'stderr'): void => {
+      let carry = '';
+      stream?.setEncoding('utf8');
+      stream?.on('data', (chunk: string) => {
+        const parts = (carry + chunk).split('\n');
+        carry = parts.pop()!;
+        for (const line of parts) this.onLine(line, kind, echo);
+      });
+      stream?.on('end', () => carry && this.onLine(carry, kind, echo));
+    };
+    attach(child.stdout, 'stdout');
+    attach(child.stderr, 'stderr');
+    this.exited = new Promise((resolveExit) => {
+      child.on('exit', (code, signal) => {
+        this.exitCode = code;
+        resolveExit({ code, signal });
+      });
+    });
+  }
+
+  private onLine(line: string, kind: 'stdout' | 'stderr', echo?: SpawnOptions['echo']): void {
+    this.lines.push(line);
+    echo?.(line, kind);
+    this.waiters = this.waiters.filter((w) => {
+      if (!w.test(line)) return true;
+      w.resolve(line);
+      return false;
+    });
+  }
+
+  get output(): string {
+    return this.lines.join('\n');
+  }
+
+  /** Resolves with the first line (already seen or future) matching; rejects on timeout or exit. */
+  waitForLine(test: RegExp | ((line: string) => boolean), timeoutMs = 15_000): Promise<string> {
+    const fn = typeof test === 'function' ? test : (l: string) => test.test(l);
+    const seen = this.lines.find(fn);
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolveLine, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.label}: no line matching ${test} within ${timeoutMs} ms; output:\n${this.tail()}`)), timeoutMs);
+      const w = {
+        test: fn,
+        resolve: (l: string) => {
+          clearTimeout(timer);
+          resolveLine(l);
+        },
+      };
+      this.waiters.push(w);
+      void this.exited.then(({ code, signal }) => {
+        if (!this.waiters.includes(w)) return;
+        clearTimeout(timer);
+        reject(new Error(`${this.label} exited (code ${code}, signal ${signal}) before printing ${test}; output:\n${this.tail()}`));
+      });
+    });
+  }
+
+  /** The first JSON line with all of `keys`, parsed. */
+  async waitForJson<T = Record<string, unknown>>(keys: string[], timeoutMs = 15_000): Promise<T> {
+    const line = await this.waitForLine((l) => {
+      if (!l.startsWith('{')) return false;
+      try {
+        const o = JSON.parse(l) as Record<string, unknown>;
+        return keys.every((k) => k in o);
+      } catch {
+        return false;
+      }
+    }, timeoutMs);
+    return JSON.parse(line) as T;
+  }
+
+  tail(n = 30): string {
+    return this.lines.slice(-n).join('\n');
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> {
+    if (!this.running) return;
+    this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+export class ProcessGroup {
+  readonly processes: ManagedProcess[] = [];
+
+  spawn(label: string, program: ProgramName, args: string[], opts: SpawnOptions = {}): ManagedProcess {
+    const script = resolve(REPO_ROOT, PROGRAMS[program]);
+    const [cmd, argv] = opts.netns
+      ? ['ip', ['netns', 'exec', opts.netns, process.execPath, script, ...args]]
+      : [process.execPath, [script, ...args]];
+    const child = spawn(cmd, argv, {
+      cwd: opts.cwd ?? REPO_ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const p = new ManagedProcess(label, child, opts.echo);
+    this.processes.push(p);
+    return p;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(this.processes.map((p) => p.stop()));
+  }
+}
+
+/** A TCP port free on 127.0.0.1 right now. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => resolvePort(typeof addr === 'object' && addr ? addr.port : 0));
+    });
+  });
+}

@@ -1,0 +1,69 @@
+// Real slim-node processes on loopback for integration tests.
+import { ProcessGroup, freePort, type ManagedProcess } from '../../harness/processes.js';
+import { localNodeConfig, scratchDir, writeConfig } from '../../harness/node-config.js';
+
+export interface StartedNode {
+  id: string;
+  port: number;
+  opsPort: number;
+  url: string;
+  process: ManagedProcess;
+}
+
+export interface NodeSpec {
+  id: string;
+  group?: string;
+  /** Ids of nodes (earlier in the list) this one dials. */
+  dial?: string[];
+  extraDataplane?: Record<string, unknown>;
+}
+
+/** Starts nodes in order and waits until every configured link is up on both ends. */
+export async function startNodes(group: ProcessGroup, specs: NodeSpec[]): Promise<Map<string, StartedNode>> {
+  const dir = scratchDir('slim-test');
+  const nodes = new Map<string, StartedNode>();
+  for (const spec of specs) {
+    const [port, opsPort] = [await freePort(), await freePort()];
+    nodes.set(spec.id, { id: spec.id, port, opsPort, url: `http://127.0.0.1:${port}`, process: undefined as unknown as ManagedProcess });
+  }
+  for (const spec of specs) {
+    const n = nodes.get(spec.id)!;
+    const dial = (spec.dial ?? []).map((d) => nodes.get(d)!.url);
+    const file = writeConfig(
+      dir,
+      `${spec.id}.yaml`,
+      localNodeConfig({ nodeId: spec.id, group: spec.group ?? 'cluster-a.example', port: n.port, opsPort: n.opsPort, dial, logLevel: 'debug', extraDataplane: spec.extraDataplane }),
+    );
+    n.process = group.spawn(spec.id, 'slim-node', ['--config', file]);
+    await n.process.waitForLine(/"msg":"slim-node started"/);
+  }
+  for (const spec of specs) {
+    for (const peer of spec.dial ?? []) {
+      await nodes.get(spec.id)!.process.waitForLine((l) => l.includes('"msg":"link up"') && l.includes(`"link":"node ${peer} `));
+      await nodes.get(peer)!.process.waitForLine((l) => l.includes('"msg":"link up"') && l.includes(`"link":"node ${spec.id} `));
+    }
+  }
+  return nodes;
+}
+
+/** Reads one sample of a Prometheus metric (sum over label sets matching `labels`). */
+export async function metric(node: StartedNode, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.opsPort}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** Polls until `fn` returns true or the timeout passes. */
+export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`${what} not reached within ${timeoutMs} ms`);
+}
