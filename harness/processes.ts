@@ -149,8 +149,9 @@ export class ProcessGroup {
     return p;
   }
 
+  /** Stops in reverse start order, so apps leave before the nodes they are connected to. */
   async stopAll(): Promise<void> {
-    await Promise.all(this.processes.map((p) => p.stop()));
+    for (const p of [...this.processes].reverse()) await p.stop();
   }
 }
 

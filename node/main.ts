@@ -5,8 +5,8 @@ import { Command } from 'commander';
 import { onShutdownSignal, runProgram } from '../common/cli.js';
 import { ConfigError } from '../common/config-file.js';
 import { createLogger } from '../common/logger.js';
-import { TlsSetupError } from '../transport/tls-files.js';
-import { loadNodeConfig } from './config.js';
+import { TlsSetupError, clientTlsFromFiles, serverTlsFromFiles } from '../transport/tls-files.js';
+import { loadNodeConfig, type NodeConfig } from './config.js';
 import { SlimNode } from './node.js';
 
 // V8's memory reducer runs a full mark-compact a few seconds after start and whenever the
@@ -27,6 +27,12 @@ const opts = program.opts<{ config: string; check?: boolean }>();
 await runProgram('slim-node', async () => {
   const cfg = loadNodeConfig(opts.config);
   if (opts.check) {
+    try {
+      checkTlsMaterial(cfg);
+    } catch (err) {
+      if (err instanceof TlsSetupError) throw new ConfigError(`node config: ${err.message}`);
+      throw err;
+    }
     process.stdout.write(`node config ok: node ${cfg.nodeId} in group ${cfg.group}, ${cfg.servers.length} server(s), ${cfg.clients.length} client(s)\n`);
     return;
   }
@@ -47,3 +53,12 @@ await runProgram('slim-node', async () => {
     log.flush();
   });
 });
+
+/** Reads every certificate, key and CA file the config names, as starting the node would. */
+function checkTlsMaterial(cfg: NodeConfig): void {
+  const at = `services.${cfg.serviceId}`;
+  cfg.servers.forEach((s, i) => serverTlsFromFiles(s.tls, `${at}.dataplane.servers[${i}].tls`));
+  cfg.clients.forEach((c, i) => {
+    if (c.url.startsWith('https:')) clientTlsFromFiles(c.tls, c.host, `${at}.dataplane.clients[${i}].tls`);
+  });
+}
