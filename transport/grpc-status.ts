@@ -26,9 +26,17 @@ export function statusName(code: number): string {
   return Status[code] ?? `STATUS_${code}`;
 }
 
-/** grpc-message is percent-encoded on the wire (gRPC over HTTP/2 spec). */
+/**
+ * grpc-message on the wire (gRPC over HTTP/2 spec): UTF-8, with '%' and every byte outside
+ * printable ASCII percent-encoded and everything else left as is. encodeURIComponent would also
+ * escape '/', ':' and friends, which grpc-js (decodeURI) then shows to users still escaped.
+ */
 export function encodeGrpcMessage(details: string): string {
-  return encodeURIComponent(details);
+  let out = '';
+  for (const byte of Buffer.from(details, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
 }
 
 export function decodeGrpcMessage(raw: string | string[] | undefined): string {
