@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { Backoff } from '../common/backoff.js';
 import {
   DEFAULT_TTL,
+  DecodeError,
   ErrorCode,
   LinkKind,
   PROTOCOL_VERSION,
@@ -135,6 +136,8 @@ export class SlimApp extends EventEmitter {
   private receivePaused = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private lastError = '';
+  /** Messages received that could not be decoded and were dropped. */
+  malformedDropped = 0;
 
   private constructor(opts: SlimAppOptions) {
     super();
@@ -203,7 +206,17 @@ export class SlimApp extends EventEmitter {
     let negotiated = false;
     const channel = this.pool.open(target, this.limits, {
       onMessage: (buf, start, end) => {
-        const m = decodeMessage(buf, start, end);
+        let m: Message;
+        try {
+          m = decodeMessage(buf, start, end);
+        } catch (err) {
+          // One bad message (from a buggy or hostile sender, relayed by nodes that only read its
+          // routing fields) must not cost this app its connection: drop it, say so, go on.
+          if (!(err instanceof DecodeError) || !negotiated) throw err;
+          this.malformedDropped++;
+          this.log?.warn({ reason: err.message }, 'dropped a message that could not be decoded');
+          return;
+        }
         if (!negotiated) {
           if (m.kind !== 'link') {
             channel.close(Status.INVALID_ARGUMENT, 'node did not answer with a link negotiation');

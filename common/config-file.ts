@@ -28,8 +28,8 @@ export function formatPath(path: readonly PathPart[]): string {
 
 const REF = /\$\{(env|file):([^}]*)\}/g;
 
-function substitute(value: string, path: PathPart[], baseDir: string, env: NodeJS.ProcessEnv): string {
-  return value.replace(REF, (_m, kind: string, arg: string) => {
+function substitute(value: string, path: PathPart[], baseDir: string, env: NodeJS.ProcessEnv, problems: string[]): string {
+  return value.replace(REF, (whole, kind: string, arg: string) => {
     if (kind === 'env') {
       const sep = arg.indexOf(':-');
       const name = sep >= 0 ? arg.slice(0, sep) : arg;
@@ -37,27 +37,36 @@ function substitute(value: string, path: PathPart[], baseDir: string, env: NodeJ
       const v = env[name];
       if (v !== undefined && v !== '') return v;
       if (fallback !== undefined) return fallback;
-      throw new ConfigError(`${formatPath(path)}: environment variable ${name} is not set`);
+      problems.push(`${formatPath(path)}: environment variable ${name} is not set`);
+      return whole;
     }
     const file = arg.startsWith('/') ? arg : `${baseDir}/${arg}`;
     try {
       return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
     } catch (err) {
-      throw new ConfigError(`${formatPath(path)}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      problems.push(`${formatPath(path)}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      return whole;
     }
   });
 }
 
-/** Replaces ${...} references in every string of a parsed document. */
-export function substituteRefs(doc: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, path: PathPart[] = []): unknown {
-  if (typeof doc === 'string') return substitute(doc, path, baseDir, env);
-  if (Array.isArray(doc)) return doc.map((v, i) => substituteRefs(v, baseDir, env, [...path, i]));
+function walk(doc: unknown, baseDir: string, env: NodeJS.ProcessEnv, path: PathPart[], problems: string[]): unknown {
+  if (typeof doc === 'string') return substitute(doc, path, baseDir, env, problems);
+  if (Array.isArray(doc)) return doc.map((v, i) => walk(v, baseDir, env, [...path, i], problems));
   if (doc && typeof doc === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(doc)) out[k] = substituteRefs(v, baseDir, env, [...path, k]);
+    for (const [k, v] of Object.entries(doc)) out[k] = walk(v, baseDir, env, [...path, k], problems);
     return out;
   }
   return doc;
+}
+
+/** Replaces ${...} references in every string of a parsed document; reports every unresolved one. */
+export function substituteRefs(doc: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): unknown {
+  const problems: string[] = [];
+  const out = walk(doc, baseDir, env, [], problems);
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'));
+  return out;
 }
 
 /** One line per zod issue, naming the key. */
@@ -75,7 +84,8 @@ export function describeIssues(error: z.ZodError): string[] {
 
 /** Validates a parsed document; throws ConfigError listing every problem. */
 export function validateConfig<S extends z.ZodType>(schema: S, doc: unknown, what: string): z.output<S> {
-  const result = schema.safeParse(doc);
+  // reportInput lets a missing key ("is missing") be told from a value of the wrong type.
+  const result = schema.safeParse(doc, { reportInput: true });
   if (result.success) return result.data;
   const lines = describeIssues(result.error);
   throw new ConfigError(lines.map((l) => `${what}: ${l}`).join('\n'));
@@ -103,7 +113,7 @@ export function parseConfigText<S extends z.ZodType>(
   try {
     doc = substituteRefs(doc, baseDir, env);
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(`${what}: ${err.message}`);
+    if (err instanceof ConfigError) throw new ConfigError(err.message.split('\n').map((l) => `${what}: ${l}`).join('\n'));
     throw err;
   }
   return validateConfig(schema, doc, what);
@@ -126,8 +136,12 @@ const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** "10s", "500ms", "1m", "2h" or a number of milliseconds, as milliseconds. */
-export const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
+export const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') {
+    if (v >= 0) return v;
+    ctx.addIssue({ code: 'custom', message: `${v} is negative; a duration is e.g. 500ms, 10s, 1m` });
+    return z.NEVER;
+  }
   const m = DURATION.exec(v.trim());
   if (!m) {
     ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (use e.g. 500ms, 10s, 1m)` });
@@ -140,14 +154,14 @@ const SIZE = /^(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$/i;
 const UNIT_BYTES: Record<string, number> = { b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, kb: 1000, mb: 1000 ** 2, gb: 1000 ** 3 };
 
 /** 4194304, "4MiB", "512KiB" as bytes. */
-export const byteSize = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  const m = SIZE.exec(v.trim());
-  if (!m || Number(m[1]) <= 0) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (use e.g. 4MiB, 512KiB, 1048576)` });
+export const byteSize = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const m = typeof v === 'number' ? null : SIZE.exec(v.trim());
+  const bytes = typeof v === 'number' ? v : m ? Number(m[1]) * UNIT_BYTES[(m[2] ?? 'b').toLowerCase()]! : NaN;
+  if (!Number.isInteger(bytes) || bytes <= 0) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a positive size (use e.g. 4MiB, 512KiB, 1048576)` });
     return z.NEVER;
   }
-  return Number(m[1]) * UNIT_BYTES[(m[2] ?? 'b').toLowerCase()]!;
+  return bytes;
 });
 
 export interface HostPort {
@@ -164,12 +178,18 @@ export function splitHostPort(s: string): HostPort | undefined {
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
-/** "host:port" with a port in 1..65535. */
-export const hostPort = z.string().transform((v, ctx) => {
+function hostPortOf(v: string, ctx: z.RefinementCtx, allowEmpty: boolean): HostPort | '' {
+  if (allowEmpty && v.trim() === '') return '';
   const hp = splitHostPort(v.trim());
   if (!hp) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not host:port (e.g. 0.0.0.0:46357)` });
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not host:port (e.g. 0.0.0.0:46357)${allowEmpty ? ', or "" to disable' : ''}` });
     return z.NEVER;
   }
   return hp;
-});
+}
+
+/** "host:port" with a port in 1..65535. */
+export const hostPort = z.string().transform((v, ctx) => hostPortOf(v, ctx, false) as HostPort);
+
+/** "host:port", or "" for "disabled". */
+export const optionalHostPort = z.string().transform((v, ctx) => hostPortOf(v, ctx, true));

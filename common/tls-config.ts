@@ -46,8 +46,9 @@ export type TlsConfigInput = z.output<typeof tlsSchema>;
 export interface TlsSettings {
   insecure: boolean;
   skipVerify: boolean;
-  cert?: { type: 'file'; cert: string; key: string } | { type: 'spire'; socketPath?: string };
-  ca?: { type: 'file'; path: string } | { type: 'spire'; socketPath?: string; trustDomains: string[] };
+  /** `flat`: written as cert_file/key_file/ca_file, so errors name those keys. */
+  cert?: { type: 'file'; cert: string; key: string; flat?: boolean } | { type: 'spire'; socketPath?: string };
+  ca?: { type: 'file'; path: string; flat?: boolean } | { type: 'spire'; socketPath?: string; trustDomains: string[] };
 }
 
 export function normalizeTls(t: TlsConfigInput | undefined): TlsSettings {
@@ -55,11 +56,11 @@ export function normalizeTls(t: TlsConfigInput | undefined): TlsSettings {
   const out: TlsSettings = { insecure: t.insecure, skipVerify: t.insecure_skip_verify };
   if (t.source?.type === 'file') out.cert = { type: 'file', cert: t.source.cert, key: t.source.key };
   else if (t.source?.type === 'spire') out.cert = { type: 'spire', socketPath: t.source.socket_path };
-  else if (t.cert_file && t.key_file) out.cert = { type: 'file', cert: t.cert_file, key: t.key_file };
+  else if (t.cert_file && t.key_file) out.cert = { type: 'file', cert: t.cert_file, key: t.key_file, flat: true };
   if (t.ca_source?.type === 'file') out.ca = { type: 'file', path: t.ca_source.path };
   else if (t.ca_source?.type === 'spire') {
     out.ca = { type: 'spire', socketPath: t.ca_source.socket_path, trustDomains: t.ca_source.trust_domains };
-  } else if (t.ca_file) out.ca = { type: 'file', path: t.ca_file };
+  } else if (t.ca_file) out.ca = { type: 'file', path: t.ca_file, flat: true };
   return out;
 }
 

@@ -3,7 +3,8 @@
 // controller.clients[], tls with file or SPIRE sources).
 
 import { z } from 'zod';
-import { byteSize, duration, hostPort, loadConfigFile, parseConfigText, splitHostPort, type HostPort } from '../common/config-file.js';
+import { byteSize, duration, hostPort, loadConfigFile, optionalHostPort, parseConfigText, splitHostPort, type HostPort } from '../common/config-file.js';
+import { isIP } from 'node:net';
 import { normalizeTls, tlsSchema, type TlsSettings } from '../common/tls-config.js';
 
 export type { TlsSettings } from '../common/tls-config.js';
@@ -44,7 +45,7 @@ const clientSchema = z
       .default({ interval: 10_000, timeout: 5_000 }),
   })
   .superRefine((c, ctx) => {
-    if (c.endpoint.scheme === 'http' && c.tls && !c.tls.insecure && (c.tls.source || c.tls.ca_source || c.tls.cert_file)) {
+    if (c.endpoint.scheme === 'http' && c.tls && !c.tls.insecure && (c.tls.source || c.tls.ca_source || c.tls.cert_file || c.tls.ca_file)) {
       ctx.addIssue({ code: 'custom', path: ['endpoint'], message: 'http:// is plaintext but TLS sources are configured; use https://' });
     }
     if (c.endpoint.scheme === 'https' && c.tls?.insecure) {
@@ -90,7 +91,7 @@ export const nodeConfigSchema = z.strictObject({
   observability: z
     .strictObject({
       // /metrics, /healthz, /readyz; "" disables.
-      endpoint: z.union([z.literal(''), hostPort]).default({ host: '0.0.0.0', port: 9090 }),
+      endpoint: optionalHostPort.default({ host: '0.0.0.0', port: 9090 }),
     })
     .prefault({}),
   services: z
@@ -144,6 +145,7 @@ export interface NodeConfig {
 
 function withPort(endpoint: string | undefined, port: number): string | undefined {
   if (!endpoint) return undefined;
+  if (isIP(endpoint) === 6) return `[${endpoint}]:${port}`;
   return splitHostPort(endpoint) ? endpoint : `${endpoint}:${port}`;
 }
 

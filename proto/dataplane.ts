@@ -647,30 +647,39 @@ export class RouteView {
 
 const scanCursor: Cursor = { buf: Buffer.alloc(0), pos: 0, end: 0 };
 
-// A repeated message field replaces the earlier one here, as in decodeMessage (and protobufjs),
-// so the scanner and the full decoder always agree on what a message says.
-function scanDestination(c: Cursor, stop: number, v: RouteView): void {
-  v.hasDestination = true;
-  v.orgStart = v.orgEnd = v.nsStart = v.nsEnd = v.svcStart = v.svcEnd = v.instStart = v.instEnd = 0;
+// The scanner accepts exactly what decodeMessage accepts (same wire-type rules for every known
+// field, the source name and metadata entries included), so a node never forwards bytes that the
+// receiving app's full decoder would reject. A repeated message field replaces the earlier one,
+// as in decodeMessage (and protobufjs), so the two also agree on what a message says.
+
+function wireCheck(actual: number, expected: number, what: string): void {
+  if (actual !== expected) throw new DecodeError(`${what} has wire type ${actual}, expected ${expected}`);
+}
+
+/** Walks a Name, checking its fields; records offsets into `v` when `v` is given. */
+function scanName(c: Cursor, stop: number, v: RouteView | null): void {
   while (c.pos < stop) {
     const key = readVarint(c);
     const f = key >>> 3;
     const w = key & 7;
-    if (f >= 1 && f <= 4 && w === WIRE_LEN) {
+    if (f >= 1 && f <= 4) {
+      wireCheck(w, WIRE_LEN, 'Name field');
       const end = readLength(c);
       if (end > stop) throw new DecodeError('Name field runs past the end of its message');
-      if (f === 1) {
-        v.orgStart = c.pos;
-        v.orgEnd = end;
-      } else if (f === 2) {
-        v.nsStart = c.pos;
-        v.nsEnd = end;
-      } else if (f === 3) {
-        v.svcStart = c.pos;
-        v.svcEnd = end;
-      } else {
-        v.instStart = c.pos;
-        v.instEnd = end;
+      if (v !== null) {
+        if (f === 1) {
+          v.orgStart = c.pos;
+          v.orgEnd = end;
+        } else if (f === 2) {
+          v.nsStart = c.pos;
+          v.nsEnd = end;
+        } else if (f === 3) {
+          v.svcStart = c.pos;
+          v.svcEnd = end;
+        } else {
+          v.instStart = c.pos;
+          v.instEnd = end;
+        }
       }
       c.pos = end;
     } else if (f === 0) throw new DecodeError('field number 0');
@@ -687,29 +696,90 @@ function scanHeader(c: Cursor, stop: number, v: RouteView): void {
     const key = readVarint(c);
     const f = key >>> 3;
     const w = key & 7;
-    if (f === 2 && w === WIRE_LEN) {
-      const end = readLength(c);
-      scanDestination(c, end, v);
-    } else if (f === 3 && w === WIRE_LEN) {
-      const end = readLength(c);
-      v.identityStart = c.pos;
-      v.identityEnd = end;
-      c.pos = end;
-    } else if (f === 5 && w === WIRE_VARINT) {
-      v.ttlPos = c.pos;
-      v.ttl = readVarint(c);
-      v.ttlLen = c.pos - v.ttlPos;
-    } else if (f === 4 && w === WIRE_VARINT) v.fanout = readVarint(c);
-    else if (f === 6 && w === WIRE_VARINT) v.messageId = readVarint(c);
-    else if (f === 0) throw new DecodeError('field number 0');
-    else skipField(c, w);
+    switch (f) {
+      case 1:
+      case 2: {
+        wireCheck(w, WIRE_LEN, 'Header name');
+        const end = readLength(c);
+        if (f === 2) {
+          v.hasDestination = true;
+          v.orgStart = v.orgEnd = v.nsStart = v.nsEnd = v.svcStart = v.svcEnd = v.instStart = v.instEnd = 0;
+          scanName(c, end, v);
+        } else scanName(c, end, null);
+        break;
+      }
+      case 3: {
+        wireCheck(w, WIRE_LEN, 'Header.identity');
+        const end = readLength(c);
+        v.identityStart = c.pos;
+        v.identityEnd = end;
+        c.pos = end;
+        break;
+      }
+      case 4:
+        wireCheck(w, WIRE_VARINT, 'Header number');
+        v.fanout = readVarint(c);
+        break;
+      case 5:
+        wireCheck(w, WIRE_VARINT, 'Header number');
+        v.ttlPos = c.pos;
+        v.ttl = readVarint(c);
+        v.ttlLen = c.pos - v.ttlPos;
+        break;
+      case 6:
+        wireCheck(w, WIRE_VARINT, 'Header number');
+        v.messageId = readVarint(c);
+        break;
+      case 0:
+        throw new DecodeError('field number 0');
+      default:
+        skipField(c, w);
+    }
   }
   if (c.pos !== stop) throw new DecodeError('Header overruns its length');
 }
 
+function scanPublish(c: Cursor, stop: number, v: RouteView): void {
+  const outer = c.end;
+  c.end = stop;
+  while (c.pos < stop) {
+    const key = readVarint(c);
+    const f = key >>> 3;
+    const w = key & 7;
+    if (f === 1) {
+      wireCheck(w, WIRE_LEN, 'Publish.header');
+      const hEnd = readLength(c);
+      c.end = hEnd;
+      scanHeader(c, hEnd, v);
+      c.end = stop;
+    } else if (f === 2 || f === 3) {
+      wireCheck(w, WIRE_LEN, f === 2 ? 'Publish.payload' : 'Publish.content_type');
+      c.pos = readLength(c);
+    } else if (f === 0) throw new DecodeError('field number 0');
+    else skipField(c, w);
+  }
+  c.end = outer;
+  if (c.pos !== stop) throw new DecodeError('Publish overruns its length');
+}
+
+function scanMetadataEntry(c: Cursor, stop: number): void {
+  while (c.pos < stop) {
+    const key = readVarint(c);
+    const f = key >>> 3;
+    const w = key & 7;
+    if (f === 1 || f === 2) {
+      wireCheck(w, WIRE_LEN, 'metadata entry');
+      c.pos = readLength(c);
+    } else if (f === 0) throw new DecodeError('field number 0');
+    else skipField(c, w);
+  }
+  if (c.pos !== stop) throw new DecodeError('metadata entry overruns its length');
+}
+
 /**
- * Fills `v` with the routing fields of the Message in buf[start, end). Only a publish's header is
- * looked into; other kinds report just their kind (the node decodes those in full, they are rare).
+ * Fills `v` with the routing fields of the Message in buf[start, end), checking the whole
+ * publish as decodeMessage would. Other kinds report just their kind (the node decodes those in
+ * full: they are rare). Throws DecodeError where decodeMessage would.
  */
 export function scanMessage(buf: Buffer, start: number, end: number, v: RouteView): void {
   v.reset();
@@ -717,40 +787,29 @@ export function scanMessage(buf: Buffer, start: number, end: number, v: RouteVie
   c.buf = buf;
   c.pos = start;
   c.end = end;
-  while (c.pos < end) {
-    const key = readVarint(c);
-    const f = key >>> 3;
-    const w = key & 7;
-    if (f === Kind.Publish && w === WIRE_LEN) {
-      const stop = readLength(c);
-      v.reset();
-      v.kind = Kind.Publish;
-      while (c.pos < stop) {
-        const k2 = readVarint(c);
-        const f2 = k2 >>> 3;
-        const w2 = k2 & 7;
-        if (f2 === 1 && w2 === WIRE_LEN) {
-          const hEnd = readLength(c);
-          c.end = hEnd;
-          scanHeader(c, hEnd, v);
-          c.end = stop;
-        } else if (f2 === 0) throw new DecodeError('field number 0');
-        else {
-          c.end = stop;
-          skipField(c, w2);
-        }
-      }
-      c.end = end;
-      if (c.pos !== stop) throw new DecodeError('Publish overruns its length');
-    } else if (f >= Kind.Subscribe && f <= Kind.Error && w === WIRE_LEN) {
-      // A later oneof member replaces an earlier publish: drop its routing fields.
-      v.reset();
-      v.kind = f as Kind;
-      c.pos = readLength(c);
-    } else if (f === 0) throw new DecodeError('field number 0');
-    else skipField(c, w);
+  try {
+    while (c.pos < end) {
+      const key = readVarint(c);
+      const f = key >>> 3;
+      const w = key & 7;
+      if (f >= Kind.Subscribe && f <= Kind.Error) {
+        wireCheck(w, WIRE_LEN, `Message field ${f}`);
+        const stop = readLength(c);
+        // A later oneof member replaces an earlier one: drop earlier routing fields.
+        v.reset();
+        v.kind = f as Kind;
+        if (f === Kind.Publish) scanPublish(c, stop, v);
+        else c.pos = stop;
+      } else if (f === METADATA_FIELD) {
+        wireCheck(w, WIRE_LEN, 'Message field 15');
+        const stop = readLength(c);
+        scanMetadataEntry(c, stop);
+      } else if (f === 0) throw new DecodeError('field number 0');
+      else skipField(c, w);
+    }
+  } finally {
+    c.buf = EMPTY_BUF;
   }
-  c.buf = EMPTY_BUF;
 }
 
 const EMPTY_BUF = Buffer.alloc(0);

@@ -34,13 +34,13 @@ export function serverTlsFromFiles(t: TlsSettings, where: string): SecureServerO
   if (!t.cert) throw new TlsSetupError(`${where}: TLS needs tls.source (a certificate and key), or tls.insecure: true for plaintext`);
   if (t.cert.type === 'spire') unsupported(where, 'source');
   const opts: SecureServerOptions = {
-    cert: read(t.cert.cert, 'certificate', `${where}.source.cert`),
-    key: read(t.cert.key, 'key', `${where}.source.key`),
+    cert: read(t.cert.cert, 'certificate', `${where}.${t.cert.flat ? 'cert_file' : 'source.cert'}`),
+    key: read(t.cert.key, 'key', `${where}.${t.cert.flat ? 'key_file' : 'source.key'}`),
   };
   if (t.ca) {
     if (t.ca.type === 'spire') unsupported(where, 'ca_source');
     // A CA for clients means mutual TLS: every peer must present a certificate it signed.
-    opts.ca = read(t.ca.path, 'CA bundle', `${where}.ca_source.path`);
+    opts.ca = read(t.ca.path, 'CA bundle', `${where}.${t.ca.flat ? 'ca_file' : 'ca_source.path'}`);
     opts.requestCert = true;
     opts.rejectUnauthorized = !t.skipVerify;
   }
@@ -53,12 +53,12 @@ export function clientTlsFromFiles(t: TlsSettings, host: string, where: string):
   if (!isIP(host)) opts.servername = host;
   if (t.cert) {
     if (t.cert.type === 'spire') unsupported(where, 'source');
-    opts.cert = read(t.cert.cert, 'certificate', `${where}.source.cert`);
-    opts.key = read(t.cert.key, 'key', `${where}.source.key`);
+    opts.cert = read(t.cert.cert, 'certificate', `${where}.${t.cert.flat ? 'cert_file' : 'source.cert'}`);
+    opts.key = read(t.cert.key, 'key', `${where}.${t.cert.flat ? 'key_file' : 'source.key'}`);
   }
   if (t.ca) {
     if (t.ca.type === 'spire') unsupported(where, 'ca_source');
-    opts.ca = read(t.ca.path, 'CA bundle', `${where}.ca_source.path`);
+    opts.ca = read(t.ca.path, 'CA bundle', `${where}.${t.ca.flat ? 'ca_file' : 'ca_source.path'}`);
   }
   return opts;
 }
