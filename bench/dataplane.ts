@@ -4,17 +4,23 @@
 // ratio is what to read: absolute numbers move with the machine.
 //
 // Options: --sizes 100,1024  --count N (messages per throughput run)  --rate 1000  --seconds 5
+//          --repeat 3 (latency runs per path, alternating slim and raw; the median p99 is reported,
+//          with the range: on a shared 2-core VM one run's tail can move by milliseconds)
 
 import { ProcessGroup, freePort, type ManagedProcess } from '../harness/processes.js';
 import { localNodeConfig, scratchDir, writeConfig } from '../harness/node-config.js';
 
-interface Row {
-  size: number;
-  path: string;
-  rate: number;
+interface Latency {
   p50: number;
   p99: number;
   lost: number;
+}
+
+interface Row extends Latency {
+  size: number;
+  path: string;
+  rate: number;
+  p99s: number[];
 }
 
 function arg(name: string, fallback: string): string {
@@ -27,6 +33,22 @@ const SIZES = arg('sizes', '100,1024').split(',').map(Number);
 const COUNT = Number(arg('count', '3000000'));
 const RATE = Number(arg('rate', '1000'));
 const SECONDS = Number(arg('seconds', '5'));
+const REPEAT = Number(arg('repeat', '3'));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Median p50 and p99 over runs, lost summed. */
+function combine(runs: Latency[]): Latency & { p99s: number[] } {
+  return {
+    p50: median(runs.map((r) => r.p50)),
+    p99: median(runs.map((r) => r.p99)),
+    lost: runs.reduce((n, r) => n + r.lost, 0),
+    p99s: runs.map((r) => r.p99),
+  };
+}
 
 const progress = (msg: string): void => void process.stderr.write(`bench: ${msg}\n`);
 
@@ -76,7 +98,7 @@ async function slimThroughput(size: number): Promise<number> {
   }
 }
 
-async function slimLatency(size: number): Promise<{ p50: number; p99: number; lost: number }> {
+async function slimLatency(size: number): Promise<Latency> {
   const group = new ProcessGroup();
   try {
     const { a, b, bOps } = await startNodes(group);
@@ -118,7 +140,7 @@ async function rawThroughput(size: number): Promise<number> {
   }
 }
 
-async function rawLatency(size: number): Promise<{ p50: number; p99: number; lost: number }> {
+async function rawLatency(size: number): Promise<Latency> {
   const group = new ProcessGroup();
   try {
     const port = await freePort();
@@ -133,33 +155,39 @@ async function rawLatency(size: number): Promise<{ p50: number; p99: number; los
 }
 
 const fmtRate = (r: number): string => `${Math.round(r).toLocaleString('en-US')}`;
-const fmtMs = (ms: number): string => `${ms.toFixed(3)} ms`;
+const fmtMs = (ms: number): string => `${ms.toFixed(2)} ms`;
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const size of SIZES) {
     progress(`${size} B: slim two-hop throughput (${COUNT.toLocaleString('en-US')} messages)`);
     const slimRate = await slimThroughput(size);
-    progress(`${size} B: slim two-hop RTT at ${RATE} req/s for ${SECONDS} s`);
-    const slimLat = await slimLatency(size);
     progress(`${size} B: raw http2 relay throughput`);
     const rawRate = await rawThroughput(size);
-    progress(`${size} B: raw http2 relay RTT`);
-    const rawLat = await rawLatency(size);
+    const slimRuns: Latency[] = [];
+    const rawRuns: Latency[] = [];
+    for (let i = 1; i <= REPEAT; i++) {
+      progress(`${size} B: RTT at ${RATE} req/s for ${SECONDS} s, run ${i}/${REPEAT} (slim, then raw)`);
+      slimRuns.push(await slimLatency(size));
+      rawRuns.push(await rawLatency(size));
+    }
+    const slimLat = combine(slimRuns);
+    const rawLat = combine(rawRuns);
     rows.push({ size, path: 'slim: sender → node B → node A → receiver', rate: slimRate, ...slimLat });
     rows.push({ size, path: 'raw node:http2 relay chain (same shape)', rate: rawRate, ...rawLat });
   }
+  const range = (r: Row): string => `${fmtMs(Math.min(...r.p99s))}–${fmtMs(Math.max(...r.p99s))}`;
   const lines = [
-    `| payload | path | throughput (msgs/s) | RTT p50 @${RATE}/s | RTT p99 @${RATE}/s | replies lost |`,
-    '|---|---|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.size} B | ${r.path} | ${fmtRate(r.rate)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.lost} |`),
+    `| payload | path | throughput (msgs/s) | RTT p50 @${RATE}/s | RTT p99 @${RATE}/s (median of ${REPEAT}) | p99 range | replies lost |`,
+    '|---|---|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.size} B | ${r.path} | ${fmtRate(r.rate)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${range(r)} | ${r.lost} |`),
     '',
-    '| payload | slim / raw throughput | slim − raw RTT p99 |',
-    '|---|---:|---:|',
+    '| payload | slim / raw throughput | slim − raw RTT p50 | slim − raw RTT p99 |',
+    '|---|---:|---:|---:|',
     ...SIZES.map((s) => {
       const slim = rows.find((r) => r.size === s && r.path.startsWith('slim'))!;
       const raw = rows.find((r) => r.size === s && r.path.startsWith('raw'))!;
-      return `| ${s} B | ${(slim.rate / raw.rate).toFixed(2)} | ${fmtMs(slim.p99 - raw.p99)} |`;
+      return `| ${s} B | ${(slim.rate / raw.rate).toFixed(2)} | ${fmtMs(slim.p50 - raw.p50)} | ${fmtMs(slim.p99 - raw.p99)} |`;
     }),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -12,6 +12,9 @@ import {
   DEFAULT_TTL,
   DecodeError,
   ErrorCode,
+  Kind,
+  RouteView,
+  scanMessage,
   LinkKind,
   PROTOCOL_VERSION,
   decodeMessage,
@@ -26,22 +29,13 @@ import { DEFAULT_LIMITS, type Channel, type ChannelLimits } from '../transport/c
 import { Status, statusName, type StatusInfo } from '../transport/grpc-status.js';
 import { SessionPool } from '../transport/session-pool.js';
 import { clientTlsFromFiles } from '../transport/tls-files.js';
+import { ReceivedMessage } from './received-message.js';
 import { parseSlimEndpoint, type SlimEndpoint } from './slim-endpoint.js';
+
+export { ReceivedMessage } from './received-message.js';
 
 /** Metadata key a reply carries: the message id of the request it answers. */
 export const REPLY_TO_KEY = 'slim-reply-to';
-
-export interface ReceivedMessage {
-  source?: Name;
-  destination?: Name;
-  /** Identity of the sender as stamped by its node (its SPIFFE ID on mTLS links; empty on plaintext). */
-  identity: string;
-  payload: Buffer;
-  contentType: string;
-  metadata: Record<string, string>;
-  messageId: number;
-  fanout: number;
-}
 
 export class DeliveryFailure extends Error {
   readonly code: ErrorCode;
@@ -136,6 +130,9 @@ export class SlimApp extends EventEmitter {
   private receivePaused = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private lastError = '';
+  private readonly view = new RouteView();
+  /** Parsed destination names, so publishing to a string does not parse it every time. */
+  private readonly nameCache = new Map<string, Name>();
   /** Messages received that could not be decoded and were dropped. */
   malformedDropped = 0;
 
@@ -145,7 +142,7 @@ export class SlimApp extends EventEmitter {
     const base = typeof opts.name === 'string' ? parseName(opts.name) : { ...opts.name };
     const identity = this.endpoint.tls.cert?.type === 'file' ? certificateIdentity(this.endpoint.tls.cert.cert) : undefined;
     const instance = opts.instance ?? (base.instance || defaultInstanceId(identity));
-    this.name = { ...base, instance };
+    this.name = Object.freeze({ ...base, instance });
     const problem = nameProblem(this.name);
     if (problem) throw new Error(`app name ${formatName(this.name)}: ${problem}`);
     this.opts = {
@@ -206,9 +203,12 @@ export class SlimApp extends EventEmitter {
     let negotiated = false;
     const channel = this.pool.open(target, this.limits, {
       onMessage: (buf, start, end) => {
-        let m: Message;
+        const v = this.view;
+        let m: Message | undefined;
         try {
-          m = decodeMessage(buf, start, end);
+          scanMessage(buf, start, end, v);
+          // Publishes are read lazily (ReceivedMessage); everything else is rare and small.
+          if (v.kind !== Kind.Publish || !negotiated) m = decodeMessage(buf, start, end);
         } catch (err) {
           // One bad message (from a buggy or hostile sender, relayed by nodes that only read its
           // routing fields) must not cost this app its connection: drop it, say so, go on.
@@ -218,7 +218,7 @@ export class SlimApp extends EventEmitter {
           return;
         }
         if (!negotiated) {
-          if (m.kind !== 'link') {
+          if (m?.kind !== 'link') {
             channel.close(Status.INVALID_ARGUMENT, 'node did not answer with a link negotiation');
             return;
           }
@@ -226,7 +226,8 @@ export class SlimApp extends EventEmitter {
           this.onNegotiated(channel);
           return;
         }
-        this.handleMessage(m);
+        if (m) this.handleControl(m);
+        else this.handlePublish(new ReceivedMessage(buf, start, end, v));
       },
       onClose: (status) => this.onClosed(channel, status),
     });
@@ -289,33 +290,24 @@ export class SlimApp extends EventEmitter {
 
   // -- receiving ----------------------------------------------------------------------------
 
-  private handleMessage(m: Message): void {
-    switch (m.kind) {
-      case 'publish': {
-        const h = m.publish.header;
-        const msg: ReceivedMessage = {
-          source: h?.source,
-          destination: h?.destination,
-          identity: h?.identity ?? '',
-          payload: Buffer.from(m.publish.payload.buffer, m.publish.payload.byteOffset, m.publish.payload.byteLength),
-          contentType: m.publish.contentType,
-          metadata: m.metadata ?? {},
-          messageId: h?.messageId ?? 0,
-          fanout: h?.fanout ?? 0,
-        };
-        const replyTo = m.metadata?.[REPLY_TO_KEY];
-        if (replyTo !== undefined) {
-          const p = this.pendingRequests.get(Number(replyTo));
-          if (p) {
-            this.pendingRequests.delete(Number(replyTo));
-            clearTimeout(p.timer);
-            p.resolve(msg);
-            return;
-          }
+  private handlePublish(msg: ReceivedMessage): void {
+    if (msg.hasMetadata) {
+      const replyTo = msg.metadata[REPLY_TO_KEY];
+      if (replyTo !== undefined) {
+        const p = this.pendingRequests.get(Number(replyTo));
+        if (p) {
+          this.pendingRequests.delete(Number(replyTo));
+          clearTimeout(p.timer);
+          p.resolve(msg);
+          return;
         }
-        this.deliver(msg);
-        return;
       }
+    }
+    this.deliver(msg);
+  }
+
+  private handleControl(m: Message): void {
+    switch (m.kind) {
       case 'subscriptionAck': {
         const p = this.pendingAcks.get(m.subscriptionAck.subscriptionId);
         if (!p) return;
@@ -420,7 +412,7 @@ export class SlimApp extends EventEmitter {
    */
   publish(destination: Name | string, payload: Uint8Array | string, opts: PublishOptions = {}): number {
     const channel = this.requireChannel();
-    const dest = typeof destination === 'string' ? parseName(destination) : destination;
+    const dest = typeof destination === 'string' ? this.parsedName(destination) : destination;
     const messageId = ++this.nextId;
     channel.send({
       kind: 'publish',
@@ -432,6 +424,16 @@ export class SlimApp extends EventEmitter {
       metadata: opts.metadata,
     });
     return messageId;
+  }
+
+  private parsedName(text: string): Name {
+    let n = this.nameCache.get(text);
+    if (n === undefined) {
+      n = parseName(text);
+      if (this.nameCache.size >= 1024) this.nameCache.clear();
+      this.nameCache.set(text, n);
+    }
+    return n;
   }
 
   /** False while the outgoing queue is over its limit; wait with drained(). */

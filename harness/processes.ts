@@ -12,12 +12,13 @@ export const REPO_ROOT = (() => {
   return here.includes('/dist/') ? resolve(here, '../..') : resolve(here, '..');
 })();
 
-/** Built entry points, by program name. */
+/** Built entry points, by program name, with the node flags their shebang line carries. */
 export const PROGRAMS = {
-  'slim-node': 'dist/node/main.js',
-  'slim-receiver': 'dist/client/receiver-main.js',
-  'slim-sender': 'dist/client/sender-main.js',
-  'bench-worker': 'dist/bench/worker.js',
+  'slim-node': { script: 'dist/node/main.js', nodeFlags: ['--no-memory-reducer'] },
+  'slim-receiver': { script: 'dist/client/receiver-main.js', nodeFlags: [] },
+  'slim-sender': { script: 'dist/client/sender-main.js', nodeFlags: [] },
+  // Load generators get the same flag, so a bench measures the path, not the client's idle GC.
+  'bench-worker': { script: 'dist/bench/worker.js', nodeFlags: ['--no-memory-reducer'] },
 } as const;
 
 export type ProgramName = keyof typeof PROGRAMS;
@@ -135,10 +136,9 @@ export class ProcessGroup {
   readonly processes: ManagedProcess[] = [];
 
   spawn(label: string, program: ProgramName, args: string[], opts: SpawnOptions = {}): ManagedProcess {
-    const script = resolve(REPO_ROOT, PROGRAMS[program]);
-    const [cmd, argv] = opts.netns
-      ? ['ip', ['netns', 'exec', opts.netns, process.execPath, script, ...args]]
-      : [process.execPath, [script, ...args]];
+    const { script, nodeFlags } = PROGRAMS[program];
+    const nodeArgs = [...nodeFlags, resolve(REPO_ROOT, script), ...args];
+    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, ...nodeArgs]] : [process.execPath, nodeArgs];
     const child = spawn(cmd, argv, {
       cwd: opts.cwd ?? REPO_ROOT,
       env: { ...process.env, ...opts.env },

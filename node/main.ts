@@ -1,6 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-memory-reducer
+// (Why the flag: V8's memory reducer runs a full mark-compact 8 s after start and whenever the
+// allocation rate drops; on the 2-core bench box it paused both nodes of a path at once for
+// 13-18 ms, the largest RTT outliers. A data plane with bounded queues gives up idle-time heap
+// shrinking for latency. V8 reads the flag when the heap is set up, so it must be on the command
+// line: the shebang carries it for `npx slim-node`, and the harness and image pass it too.)
 // slim-node --config FILE
-import { setFlagsFromString } from 'node:v8';
 import { Command } from 'commander';
 import { onShutdownSignal, runProgram } from '../common/cli.js';
 import { ConfigError } from '../common/config-file.js';
@@ -8,12 +12,6 @@ import { createLogger } from '../common/logger.js';
 import { TlsSetupError, clientTlsFromFiles, serverTlsFromFiles } from '../transport/tls-files.js';
 import { loadNodeConfig, type NodeConfig } from './config.js';
 import { SlimNode } from './node.js';
-
-// V8's memory reducer runs a full mark-compact a few seconds after start and whenever the
-// allocation rate drops; on a 2-core box it stalled both nodes of the bench path at once for
-// 13-18 ms (RTT max 29 ms -> 8 ms without it). A data plane with bounded queues trades that
-// idle-time heap shrinking for latency. Set before the reducer's first timer is armed.
-setFlagsFromString('--no-memory-reducer');
 
 const program = new Command()
   .name('slim-node')

@@ -94,7 +94,7 @@ describe('two nodes linked by dataplane.clients', () => {
     collect(alice, true);
     await eventually(async () => (await metric(b, 'slim_subscriptions')) === 2, 5000, 'alice learned on node-b');
     await a.process.stop();
-    const restarted = group.spawn('node-a-again', 'slim-node', a.process.child.spawnargs.slice(2));
+    const restarted = group.spawn('node-a-again', 'slim-node', a.process.child.spawnargs.slice(-2));
     await restarted.waitForLine(/"msg":"slim-node started"/);
     const alice2 = await app('org/ns/alice', a.url);
     collect(alice2, true);
