@@ -6,6 +6,7 @@
 // Options: --sizes 100,1024  --count N (messages per throughput run)  --rate 1000  --seconds 5
 //          --repeat 3 (latency runs per path, alternating slim and raw; the median p99 is reported,
 //          with the range: on a shared 2-core VM one run's tail can move by milliseconds)
+//          --only throughput|latency   --paths slim,raw
 
 import { ProcessGroup, freePort, type ManagedProcess } from '../harness/processes.js';
 import { localNodeConfig, scratchDir, writeConfig } from '../harness/node-config.js';
@@ -34,6 +35,10 @@ const COUNT = Number(arg('count', '3000000'));
 const RATE = Number(arg('rate', '1000'));
 const SECONDS = Number(arg('seconds', '5'));
 const REPEAT = Number(arg('repeat', '3'));
+const ONLY = arg('only', 'both');
+const PATHS = new Set(arg('paths', 'slim,raw').split(','));
+const wants = (what: 'throughput' | 'latency', path: 'slim' | 'raw'): boolean => (ONLY === 'both' || ONLY === what) && PATHS.has(path);
+const NONE: Latency = { p50: NaN, p99: NaN, lost: 0 };
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -160,19 +165,25 @@ const fmtMs = (ms: number): string => `${ms.toFixed(2)} ms`;
 async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const size of SIZES) {
-    progress(`${size} B: slim two-hop throughput (${COUNT.toLocaleString('en-US')} messages)`);
-    const slimRate = await slimThroughput(size);
-    progress(`${size} B: raw http2 relay throughput`);
-    const rawRate = await rawThroughput(size);
+    let slimRate = NaN;
+    let rawRate = NaN;
+    if (wants('throughput', 'slim')) {
+      progress(`${size} B: slim two-hop throughput (${COUNT.toLocaleString('en-US')} messages)`);
+      slimRate = await slimThroughput(size);
+    }
+    if (wants('throughput', 'raw')) {
+      progress(`${size} B: raw http2 relay throughput`);
+      rawRate = await rawThroughput(size);
+    }
     const slimRuns: Latency[] = [];
     const rawRuns: Latency[] = [];
-    for (let i = 1; i <= REPEAT; i++) {
-      progress(`${size} B: RTT at ${RATE} req/s for ${SECONDS} s, run ${i}/${REPEAT} (slim, then raw)`);
-      slimRuns.push(await slimLatency(size));
-      rawRuns.push(await rawLatency(size));
+    for (let i = 1; i <= REPEAT && (wants('latency', 'slim') || wants('latency', 'raw')); i++) {
+      progress(`${size} B: RTT at ${RATE} req/s for ${SECONDS} s, run ${i}/${REPEAT}`);
+      if (wants('latency', 'slim')) slimRuns.push(await slimLatency(size));
+      if (wants('latency', 'raw')) rawRuns.push(await rawLatency(size));
     }
-    const slimLat = combine(slimRuns);
-    const rawLat = combine(rawRuns);
+    const slimLat = combine(slimRuns.length ? slimRuns : [NONE]);
+    const rawLat = combine(rawRuns.length ? rawRuns : [NONE]);
     rows.push({ size, path: 'slim: sender → node B → node A → receiver', rate: slimRate, ...slimLat });
     rows.push({ size, path: 'raw node:http2 relay chain (same shape)', rate: rawRate, ...rawLat });
   }
