@@ -28,6 +28,7 @@ import {
 import { FrameParser } from '../transport/frame-parser.js';
 import { Status } from '../transport/grpc-status.js';
 import { eventually } from './support/local-nodes.js';
+import { lenField as lenFieldBytes, varintField as varintFieldBytes } from './support/wire-bytes.js';
 
 const MAX_MESSAGE_SIZE = 64 * 1024;
 
@@ -155,21 +156,8 @@ class RawChannel {
 
 // -- hand-written protobuf, for messages our encoder would never produce ----------------------------
 
-function varint(v: number): Buffer {
-  const out: number[] = [];
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Buffer.from(out);
-}
-
-const lenField = (field: number, bytes: Uint8Array | string): Buffer => {
-  const b = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
-  return Buffer.concat([varint((field << 3) | 2), varint(b.length), b]);
-};
-const varintField = (field: number, v: number): Buffer => Buffer.concat([varint(field << 3), varint(v)]);
+const lenField = (field: number, body: Uint8Array | string): Buffer => Buffer.from(lenFieldBytes(field, body));
+const varintField = (field: number, v: number): Buffer => Buffer.from(varintFieldBytes(field, v));
 
 function nameBytes(n: Name): Buffer {
   return Buffer.concat([lenField(1, n.org), lenField(2, n.namespace), lenField(3, n.service), ...(n.instance ? [lenField(4, n.instance)] : [])]);

@@ -7,55 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../common/config-file.js';
 import { scratchDir } from '../harness/node-config.js';
 import { loadNodeConfig, parseNodeConfig, type NodeConfig } from '../node/config.js';
+import { SEED } from './support/seed-node-config.js';
 
 /** The reference deployment's node config, verbatim. */
-const SEED = `tracing:
-  log_level: debug
-  display_thread_names: true
-  display_thread_ids: true
-runtime:
-  n_cores: 0
-  thread_name: "slim-data-plane"
-  drain_timeout: 10s
-services:
-  slim/0:
-    node_id: \${env:SLIM_SVC_ID}
-    group_name: "cluster-a.example"
-    dataplane:
-      servers:
-        - endpoint: "0.0.0.0:46357"
-          metadata:
-            local_endpoint: \${env:MY_POD_IP}
-            external_endpoint: "slim.cluster-a.example:46357"
-            client_config:
-              tls:
-                insecure_skip_verify: true
-                source:
-                  type: spire
-                  socket_path: unix:/tmp/spire-agent/public/api.sock
-          tls:
-            insecure_skip_verify: false
-            source:
-              type: spire
-              socket_path: unix:/tmp/spire-agent/public/api.sock
-            ca_source:
-              type: spire
-              socket_path: unix:/tmp/spire-agent/public/api.sock
-              trust_domains:
-                - cluster-b.example
-    controller:
-      clients:
-        - endpoint: "https://slim-control.admin.example:50052"
-          tls:
-            source:
-              type: spire
-              socket_path: unix:/tmp/spire-agent/public/api.sock
-            ca_source:
-              type: spire
-              socket_path: unix:/tmp/spire-agent/public/api.sock
-              trust_domains:
-                - admin.example
-`;
 
 const ENV = { SLIM_SVC_ID: 'slim-0', MY_POD_IP: '10.1.0.4' };
 const SOCKET = 'unix:/tmp/spire-agent/public/api.sock';

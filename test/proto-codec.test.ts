@@ -21,6 +21,7 @@ import {
   type Name,
 } from '../proto/dataplane.js';
 import { readVarint, varintSize } from '../proto/wire.js';
+import { fixed32Field, key, lenField, varint, varintField } from './support/wire-bytes.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -29,23 +30,6 @@ const PROTO_PATH = fileURLToPath(new URL('../proto/dataplane.proto', import.meta
 const root = protobuf.loadSync(PROTO_PATH);
 const PbMessage = root.lookupType('slim.dataplane.v1.Message');
 
-/** Hand-built wire bytes, independent of the codec under test. */
-function varint(v: number): number[] {
-  const out: number[] = [];
-  while (v >= 0x80) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return out;
-}
-const key = (field: number, wire: number): number[] => varint(field * 8 + wire);
-const lenField = (field: number, body: number[] | string | Uint8Array): number[] => {
-  const bytes = typeof body === 'string' ? [...Buffer.from(body, 'utf8')] : [...body];
-  return [...key(field, 2), ...varint(bytes.length), ...bytes];
-};
-const varintField = (field: number, v: number): number[] => [...key(field, 0), ...varint(v)];
-const fixed32Field = (field: number): number[] => [...key(field, 5), 0xde, 0xad, 0xbe, 0xef];
 const fixed64Field = (field: number): number[] => [...key(field, 1), 1, 2, 3, 4, 5, 6, 7, 8];
 
 const nm = (org: string, namespace: string, service: string, instance = ''): Name => ({

@@ -9,6 +9,7 @@ import {
   scanMessage,
   type Message,
 } from '../proto/dataplane.js';
+import { varint } from './support/wire-bytes.js';
 
 // Every malformed input must end in a DecodeError: anything else (RangeError, TypeError, ...)
 // would escape the node's per-message error handling. Hangs show up as the test timing out.
@@ -111,15 +112,6 @@ function mutate(base: Buffer, muts: Mutation[], truncateTo: number | undefined):
 
 // Protobuf-shaped garbage: fields with arbitrary numbers and wire types, lengths that may lie,
 // nested to a few levels, so the decoders get past their first byte more often than with noise.
-function varint(v: number): number[] {
-  const out: number[] = [];
-  while (v >= 0x80) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return out;
-}
 
 const { tree } = fc.letrec<{ tree: number[]; field: number[] }>((tie) => ({
   tree: fc.array(tie('field'), { maxLength: 6 }).map((fs) => fs.flat()),
