@@ -21,10 +21,6 @@ export class Backoff {
     return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
   }
 
-  get attempts(): number {
-    return this.attempt;
-  }
-
   reset(): void {
     this.attempt = 0;
   }

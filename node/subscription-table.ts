@@ -198,10 +198,6 @@ export class SubscriptionTable {
     return names;
   }
 
-  namesOf(link: Link): Name[] {
-    return [...(this.linkNames.get(link)?.values() ?? [])];
-  }
-
   hasSubscription(name: Name, link: Link): boolean {
     return this.entry(name, false)?.byInstance.get(name.instance)?.counts.has(link) ?? false;
   }
@@ -226,24 +222,6 @@ export class SubscriptionTable {
       }
     }
     return undefined;
-  }
-
-  /** The targets for a decoded name (slow path). */
-  lookup(name: Name): TargetSet | undefined {
-    const e = this.entry(name, false);
-    if (!e) return undefined;
-    return name.instance ? e.byInstance.get(name.instance) : e.all;
-  }
-
-  /** Every (name, links) pair, for listing. */
-  *entries(): Generator<[Name, Link[]]> {
-    for (const bucket of this.services.values()) {
-      for (const e of bucket) {
-        for (const [instance, set] of e.byInstance) {
-          yield [{ org: e.org, namespace: e.namespace, service: e.service, instance }, [...set.counts.keys()]];
-        }
-      }
-    }
   }
 }
 

@@ -11,7 +11,7 @@ import { constants as h2 } from 'node:http2';
 import { TLSSocket, type PeerCertificate } from 'node:tls';
 import { type Message, messageSize, writeMessage, DecodeError } from '../proto/dataplane.js';
 import { FrameError, FrameParser, type MessageSink } from './frame-parser.js';
-import { Status, type StatusInfo, decodeGrpcMessage, encodeGrpcMessage, statusName } from './grpc-status.js';
+import { Status, type StatusInfo, decodeGrpcMessage, encodeGrpcMessage } from './grpc-status.js';
 
 export interface ChannelHandler {
   /** One whole message as buf[start, end). May throw DecodeError: the channel then closes with INVALID_ARGUMENT. */
@@ -285,10 +285,6 @@ export class Channel {
           : { code: Status.UNAVAILABLE, details: 'stream closed without a status' };
     }
     this.handler.onClose(status);
-  }
-
-  describeStatus(s: StatusInfo): string {
-    return s.details ? `${statusName(s.code)}: ${s.details}` : statusName(s.code);
   }
 }
 
