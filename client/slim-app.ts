@@ -135,6 +135,8 @@ export class SlimApp extends EventEmitter {
   private readonly nameCache = new Map<string, Name>();
   /** Messages received that could not be decoded and were dropped. */
   malformedDropped = 0;
+  /** Exceptions thrown by the application's message handlers and listeners. */
+  handlerErrors = 0;
 
   private constructor(opts: SlimAppOptions) {
     super();
@@ -266,6 +268,9 @@ export class SlimApp extends EventEmitter {
   private onClosed(channel: Channel, status: StatusInfo): void {
     if (this.channel !== channel) return;
     this.channel = undefined;
+    // The pause belonged to that stream; the next one starts reading, and pauses again if the
+    // application is still behind.
+    this.receivePaused = false;
     const why = status.details ? `${statusName(status.code)}: ${status.details}` : statusName(status.code);
     this.lastError = why;
     for (const [id, p] of this.pendingAcks) {
@@ -326,7 +331,7 @@ export class SlimApp extends EventEmitter {
           p.reject(failure);
           return;
         }
-        if (this.listenerCount('deliveryError') > 0) this.emit('deliveryError', failure);
+        if (this.listenerCount('deliveryError') > 0) this.callUser(() => this.emit('deliveryError', failure));
         else this.log?.warn({ message_id: failure.messageId, reason: failure.message }, 'a publish was not delivered');
         return;
       }
@@ -336,8 +341,9 @@ export class SlimApp extends EventEmitter {
   }
 
   private deliver(msg: ReceivedMessage): void {
-    if (this.handler) {
-      this.handler(msg);
+    const handler = this.handler;
+    if (handler) {
+      this.callUser(() => handler(msg));
       return;
     }
     const taker = this.takers.shift();
@@ -353,10 +359,28 @@ export class SlimApp extends EventEmitter {
     }
   }
 
+  /**
+   * Runs application code (a message handler, an event listener). Its exceptions are the
+   * application's: reported on 'handlerError' (or logged), never allowed to unwind into the
+   * transport, where they would close the connection and lose the rest of what it had read.
+   */
+  private callUser(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.handlerErrors++;
+      if (this.listenerCount('handlerError') > 0) this.emit('handlerError', err);
+      else this.log?.error({ err }, 'a message handler threw');
+    }
+  }
+
   /** Delivers every received message to `handler` instead of the iterator (the fastest way to receive). */
   onMessage(handler: (m: ReceivedMessage) => void): void {
     this.handler = handler;
-    while (this.queueHead < this.queue.length) handler(this.queue[this.queueHead++]!);
+    while (this.queueHead < this.queue.length) {
+      const msg = this.queue[this.queueHead++]!;
+      this.callUser(() => handler(msg));
+    }
     this.queue.length = 0;
     this.queueHead = 0;
     this.resumeReceive();
@@ -491,16 +515,19 @@ export class SlimApp extends EventEmitter {
     });
   }
 
-  /** Subscribes to a name (kept across reconnects); resolves when the node has it in force. */
+  /**
+   * Subscribes to a name (kept across reconnects); resolves when the node has it in force.
+   * Subscribing to a name already subscribed does nothing: one unsubscribe undoes it.
+   */
   async subscribe(name: Name | string): Promise<void> {
     const n = typeof name === 'string' ? parseName(name) : name;
     const key = nameKeyOf(n);
-    const fresh = !this.subscriptions.has(key);
+    if (this.subscriptions.has(key)) return;
     this.subscriptions.set(key, n);
     try {
       await this.sendWithAck(this.requireChannel(), n, 'subscribe');
     } catch (err) {
-      if (fresh) this.subscriptions.delete(key);
+      this.subscriptions.delete(key);
       throw err;
     }
   }

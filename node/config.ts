@@ -63,6 +63,7 @@ const serviceSchema = z.strictObject({
       max_message_size: byteSize.default(4 * 1024 * 1024),
       connection_queue_limit: byteSize.default(8 * 1024 * 1024),
       default_ttl: z.number().int().min(1).max(127).default(8),
+      max_subscriptions_per_link: z.number().int().min(1).default(10_000),
     })
     .prefault({}),
   controller: z
@@ -141,6 +142,7 @@ export interface NodeConfig {
   maxMessageSize: number;
   queueLimit: number;
   defaultTtl: number;
+  maxSubscriptionsPerLink: number;
 }
 
 function withPort(endpoint: string | undefined, port: number): string | undefined {
@@ -186,6 +188,7 @@ export function normalizeNodeConfig(input: NodeConfigInput): NodeConfig {
     maxMessageSize: svc.dataplane.max_message_size,
     queueLimit: svc.dataplane.connection_queue_limit,
     defaultTtl: svc.dataplane.default_ttl,
+    maxSubscriptionsPerLink: svc.dataplane.max_subscriptions_per_link,
   };
 }
 

@@ -31,6 +31,8 @@ export interface ForwarderOptions {
   defaultTtl: number;
   /** Outgoing queue size at which messages are dropped instead of queued (reading pauses well before). */
   hardQueueLimit: number;
+  /** Distinct names one connection may subscribe to. */
+  maxSubscriptionsPerLink: number;
 }
 
 function identityMatches(buf: Buffer, v: RouteView, want: Buffer): boolean {
@@ -82,8 +84,10 @@ export class Forwarder {
         return;
       }
     }
-    // Identity is stamped, not trusted: an app's publish carries the identity its connection proved.
-    const rewrite = (fromApp && !identityMatches(buf, v, from.identityBytes)) || v.ttlPos < 0 || v.ttlLen !== 1 || ttl > 127;
+    // Identity is stamped, not trusted: an app's publish carries the identity its connection
+    // proved; a node's stamp is kept only when that node's link is itself authenticated.
+    const badIdentity = fromApp ? !identityMatches(buf, v, from.identityBytes) : !from.authenticated && v.identityEnd > v.identityStart;
+    const rewrite = badIdentity || v.ttlPos < 0 || v.ttlLen !== 1 || ttl > 127;
     // Split horizon: what came from a node goes only to local apps; interest learned from nodes
     // is one hop, so forwarding node-to-node could only duplicate or loop.
     const appsOnly = !fromApp;
@@ -112,6 +116,7 @@ export class Forwarder {
     const header = (m.publish.header ??= { identity: '', fanout: 0, ttl: 0, messageId: 0 });
     header.ttl = ttl;
     if (from.isApp) header.identity = from.identity;
+    else if (!from.authenticated) header.identity = '';
     return m;
   }
 
@@ -143,7 +148,23 @@ export class Forwarder {
   }
 
   private sendError(to: Link, messageId: number, code: ErrorCode, reason: string, destination?: Name): void {
-    if (to.channel.send({ kind: 'error', error: { messageId, code, reason, destination } })) this.stats.sent[Kind.Error]!++;
+    this.answer(to, { kind: 'error', error: { messageId, code, reason, destination } }, Kind.Error);
+  }
+
+  /**
+   * Sends a node-generated answer (delivery error, ack) back on the link that caused it. The
+   * answers count against that link's queue like anything else: an app that sends but never
+   * reads stops being read, and past the hard limit its answers are dropped.
+   */
+  private answer(to: Link, m: Message, kind: Kind): void {
+    const ch = to.channel;
+    if (ch.backlog > this.opts.hardQueueLimit) {
+      this.stats.drop('queue_full');
+      return;
+    }
+    if (!ch.send(m)) return;
+    this.stats.sent[kind]!++;
+    if (ch.isFull) ch.pauseFor(ch);
   }
 
   // -- subscriptions and the rest ----------------------------------------------------------------
@@ -157,6 +178,11 @@ export class Forwarder {
           this.stats.drop('invalid_name');
           this.log.warn({ from: from.label, reason: problem }, 'refused a subscription with a malformed name');
           this.ack(from, subscriptionId, false, `invalid name: ${problem}`);
+          return;
+        }
+        if (!this.table.hasSubscription(name!, from) && this.table.countOf(from) >= this.opts.maxSubscriptionsPerLink) {
+          this.stats.drop('subscription_limit');
+          this.ack(from, subscriptionId, false, `too many subscriptions on this connection (limit ${this.opts.maxSubscriptionsPerLink})`);
           return;
         }
         if (this.table.add(name!, from)) this.hooks.interestChanged(from, name!, true);
@@ -180,7 +206,7 @@ export class Forwarder {
         return;
       }
       case 'link':
-        this.log.warn({ from: from.label }, 'ignored a second link negotiation on an established link');
+        this.log.debug({ from: from.label }, 'ignored a second link negotiation on an established link');
         return;
       default:
         // Acks and delivery errors from nodes answer nothing we asked; an empty message carries nothing.
@@ -190,9 +216,7 @@ export class Forwarder {
 
   private ack(to: Link, subscriptionId: number, success: boolean, error: string): void {
     if (subscriptionId === 0) return;
-    if (to.channel.send({ kind: 'subscriptionAck', subscriptionAck: { subscriptionId, success, error } })) {
-      this.stats.sent[Kind.SubscriptionAck]!++;
-    }
+    this.answer(to, { kind: 'subscriptionAck', subscriptionAck: { subscriptionId, success, error } }, Kind.SubscriptionAck);
   }
 
 }

@@ -31,6 +31,11 @@ export class Link {
     return this.channel.id;
   }
 
+  /** The peer proved an identity (a certificate with a SPIFFE ID); plaintext links prove none. */
+  get authenticated(): boolean {
+    return this.identity !== '';
+  }
+
   get isApp(): boolean {
     return this.kind === LinkKind.App;
   }

@@ -12,7 +12,8 @@ export type DropReason =
   | 'no_destination'
   | 'invalid_name'
   | 'queue_full'
-  | 'link_closed';
+  | 'link_closed'
+  | 'subscription_limit';
 
 export class NodeStats {
   readonly received = new Float64Array(KIND_LABELS.length);

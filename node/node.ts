@@ -54,7 +54,7 @@ export class SlimNode {
     this.forwarder = new Forwarder(
       this.table,
       this.stats,
-      { defaultTtl: cfg.defaultTtl, hardQueueLimit: cfg.queueLimit * 4 },
+      { defaultTtl: cfg.defaultTtl, hardQueueLimit: cfg.queueLimit * 4, maxSubscriptionsPerLink: cfg.maxSubscriptionsPerLink },
       { interestChanged: (link, name, added) => this.interestChanged(link, name, added) },
       log,
     );
@@ -157,6 +157,7 @@ export class SlimNode {
   /** Handler for a channel accepted by one of our servers: the first message must be a Link. */
   private accept(channel: Channel): ChannelHandler {
     let link: Link | undefined;
+    let refused = false;
     const timer = setTimeout(() => {
       if (link || channel.isClosed) return;
       this.refuse(channel, { code: Status.DEADLINE_EXCEEDED, reason: `no link negotiation within ${NEGOTIATION_TIMEOUT_MS} ms`, label: 'negotiation_timeout' });
@@ -168,14 +169,17 @@ export class SlimNode {
           this.forwarder.handle(link, buf, start, end);
           return;
         }
+        if (refused) return; // the rest of a read that arrived with the refused negotiation
         clearTimeout(timer);
         const m = decodeMessage(buf, start, end);
         if (m.kind !== 'link') {
+          refused = true;
           this.refuse(channel, { code: Status.INVALID_ARGUMENT, reason: 'the first message on a channel must be a link negotiation', label: 'no_negotiation' });
           return;
         }
         const result = this.establish(channel, m.link, false);
         if (!(result instanceof Link)) {
+          refused = true;
           this.refuse(channel, result);
           return;
         }
@@ -192,7 +196,9 @@ export class SlimNode {
 
   private refuse(channel: Channel, r: Refusal): void {
     this.stats.countIn(this.stats.refusals, r.label);
-    this.log.warn({ remote: channel.remoteAddress, reason: r.reason }, 'refused a link');
+    // Two nodes that both list each other refuse one another's spare link all the time.
+    const level = r.label === 'duplicate_link' ? 'debug' : 'warn';
+    this.log[level]({ remote: channel.remoteAddress, reason: r.reason }, 'refused a link');
     channel.close(r.code, r.reason);
   }
 
@@ -216,15 +222,30 @@ export class SlimNode {
     const kind = peer.group === this.cfg.group ? LinkKind.PeerInGroup : LinkKind.RemoteGroup;
     const existing = this.nodeLinks.get(peer.nodeId);
     if (existing && !existing.channel.isClosed) {
-      // Both nodes dial each other: keep one link, the one dialled by the lower node id, so
-      // every message crosses once. Both ends apply the same rule and agree.
-      const preferDialler = this.cfg.nodeId < peer.nodeId ? 'self' : 'peer';
-      const newIsPreferred = (dialled ? 'self' : 'peer') === preferDialler;
-      if (!newIsPreferred) {
-        return { code: Status.ABORTED, reason: `already linked with node ${peer.nodeId}`, label: 'duplicate_link' };
+      // A second link with a node whose link we hold must be that node: once a link proved an
+      // identity, only the same identity may replace it.
+      if (existing.authenticated && existing.identity !== identity) {
+        return {
+          code: Status.PERMISSION_DENIED,
+          reason: `node id ${peer.nodeId} is linked with identity ${existing.identity}, not ${identity || 'an unauthenticated peer'}`,
+          label: 'node_id_taken',
+        };
       }
-      existing.channel.close(Status.ABORTED, `replaced by another link with node ${this.cfg.nodeId}`);
-      this.linkDown(existing, { code: Status.ABORTED, details: 'replaced by a duplicate link' });
+      if (existing.dialled === dialled) {
+        // Same direction: the dialler gave up on the old link (its keepalive noticed a dead
+        // network before ours did), so the newer link is the live one.
+        existing.channel.close(Status.ABORTED, `replaced by a newer link from the same node`);
+        this.linkDown(existing, { code: Status.ABORTED, details: 'replaced by a newer link' });
+      } else {
+        // Both nodes dial each other: keep one link, the one dialled by the lower node id, so
+        // every message crosses once. Both ends apply the same rule and agree.
+        const preferDialler = this.cfg.nodeId < peer.nodeId ? 'self' : 'peer';
+        if ((dialled ? 'self' : 'peer') !== preferDialler) {
+          return { code: Status.ABORTED, reason: `already linked with node ${peer.nodeId}`, label: 'duplicate_link' };
+        }
+        existing.channel.close(Status.ABORTED, `replaced by another link with node ${this.cfg.nodeId}`);
+        this.linkDown(existing, { code: Status.ABORTED, details: 'replaced by a duplicate link' });
+      }
     }
     return new Link(channel, kind, peer.nodeId, peer.group, identity, dialled, peer.linkId);
   }

@@ -12,6 +12,8 @@ import type { ClientSettings } from './config.js';
 import { Link } from './link.js';
 import type { SlimNode } from './node.js';
 
+const DUPLICATE_RECHECK_MS = 30_000;
+
 export class PeerDialer {
   private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5_000, factor: 2 });
   private readonly target: DialTarget;
@@ -30,6 +32,9 @@ export class PeerDialer {
     this.target = {
       url: settings.url,
       tls: settings.url.startsWith('https:') ? clientTlsFromFiles(settings.tls, settings.host, `${where}.tls`) : undefined,
+      keepaliveIntervalMs: settings.keepaliveIntervalMs,
+      keepaliveTimeoutMs: settings.keepaliveTimeoutMs,
+      connectTimeoutMs: settings.connectTimeoutMs,
     };
   }
 
@@ -80,7 +85,9 @@ export class PeerDialer {
         this.node.channelClosed(channel, link, status);
         if (!link) this.failed(status);
         this.channel = undefined;
-        this.schedule();
+        // Refused as a duplicate: the peer's own link to us carries the traffic. Check back
+        // slowly, in case that link goes away.
+        this.schedule(!link && status.code === Status.ABORTED ? DUPLICATE_RECHECK_MS : undefined);
       },
     });
     let forward: (buf: Buffer, start: number, end: number) => void = () => undefined;
@@ -96,9 +103,9 @@ export class PeerDialer {
     this.log[level]({ endpoint: this.settings.url, attempt: this.failures, status: statusName(status.code), reason: status.details }, 'cannot link to peer node; will retry');
   }
 
-  private schedule(): void {
+  private schedule(fixedDelay?: number): void {
     if (this.stopped) return;
-    const delay = this.backoff.next();
+    const delay = fixedDelay ?? this.backoff.next();
     this.timer = setTimeout(() => this.dial(), delay);
   }
 }

@@ -84,7 +84,7 @@ export class TargetSet {
       const start = this.rr++;
       for (let i = 0; i < n; i++) {
         const link = list[(start + i) % n]!;
-        if (link !== from) return link;
+        if (link !== from && !link.channel.isClosed) return link;
       }
     }
     return undefined;
@@ -95,7 +95,7 @@ export class TargetSet {
     const classes = this.byClass();
     const last = appsOnly ? 1 : 3;
     for (let c = 0; c < last; c++) {
-      for (const link of classes[c]!) if (link !== from) out.push(link);
+      for (const link of classes[c]!) if (link !== from && !link.channel.isClosed) out.push(link);
     }
   }
 }
@@ -196,6 +196,11 @@ export class SubscriptionTable {
     const names = [...(this.linkNames.get(link)?.values() ?? [])];
     for (const n of names) this.remove(n, link, true);
     return names;
+  }
+
+  /** Distinct names `link` is subscribed to. */
+  countOf(link: Link): number {
+    return this.linkNames.get(link)?.size ?? 0;
   }
 
   hasSubscription(name: Name, link: Link): boolean {

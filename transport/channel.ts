@@ -142,8 +142,13 @@ export class Channel {
     this.batchStart = this.slabPos;
     if (this.closed || this.stream.destroyed) return;
     this.bytesOut += batch.length;
-    this.stream.write(batch);
+    this.stream.write(batch, this.afterWrite);
   }
+
+  // Drain waiters are checked on every completed write, not only on the stream's 'drain' event:
+  // that event follows only a write() that went over the stream's 16 KiB buffer mark, which a
+  // small queue limit may never reach.
+  private readonly afterWrite = (): void => this.onDrain();
 
   /** Encodes and queues a message. Returns false when the channel is closed. */
   send(m: Message): boolean {
@@ -249,6 +254,10 @@ export class Channel {
     this.finalStatus ??= { code, details };
     const stream = this.stream;
     if (stream.destroyed) return;
+    // A paused stream never delivers its last frames, and Node keeps a stream with unread data
+    // open: read (and ignore) what is left so the close is reported.
+    this.blockers.clear();
+    stream.resume();
     if (this.side === 'server') {
       const server = stream as ServerHttp2Stream;
       const trailers = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) };
@@ -258,11 +267,11 @@ export class Channel {
         server.once('wantTrailers', () => server.sendTrailers(trailers));
         server.end();
       }
-      // A peer that never reads would hold the stream open; give it a moment, then reset.
-      setTimeout(() => stream.destroyed || stream.close(h2.NGHTTP2_CANCEL), 5000).unref();
+      // A peer that never reads would hold the stream open; give it a moment, then drop it.
+      setTimeout(() => stream.destroyed || stream.destroy(), 5000).unref();
     } else if (code === Status.OK) {
       stream.end();
-      setTimeout(() => stream.destroyed || stream.close(h2.NGHTTP2_CANCEL), 5000).unref();
+      setTimeout(() => stream.destroyed || stream.destroy(), 5000).unref();
     } else {
       stream.close(h2.NGHTTP2_CANCEL);
     }

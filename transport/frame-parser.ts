@@ -20,8 +20,12 @@ export class FrameError extends Error {
 export class FrameParser {
   private readonly header = Buffer.alloc(5);
   private headerFill = 0;
-  private body: Buffer | null = null;
-  private bodyFill = 0;
+  /** Size of the message being reassembled, -1 when none. */
+  private bodySize = -1;
+  // Pieces of a message split across chunks, kept as received: memory follows what the peer
+  // actually sent (bounded by HTTP/2 flow control), not what its 5-byte prefix announced.
+  private pieces: Buffer[] = [];
+  private piecesLen = 0;
 
   constructor(
     private readonly maxMessageSize: number,
@@ -30,7 +34,7 @@ export class FrameParser {
 
   /** True when no partial message is buffered (the stream may end cleanly here). */
   get idle(): boolean {
-    return this.headerFill === 0 && this.body === null;
+    return this.headerFill === 0 && this.bodySize < 0;
   }
 
   /** Feeds one chunk; throws FrameError on a frame the protocol does not allow. */
@@ -38,16 +42,16 @@ export class FrameParser {
     const len = chunk.length;
     let pos = 0;
     while (pos < len) {
-      if (this.body !== null) {
-        const want = this.body.length - this.bodyFill;
-        const n = Math.min(want, len - pos);
-        chunk.copy(this.body, this.bodyFill, pos, pos + n);
-        this.bodyFill += n;
+      if (this.bodySize >= 0) {
+        const n = Math.min(this.bodySize - this.piecesLen, len - pos);
+        this.pieces.push(chunk.subarray(pos, pos + n));
+        this.piecesLen += n;
         pos += n;
-        if (this.bodyFill === this.body.length) {
-          const done = this.body;
-          this.body = null;
-          this.bodyFill = 0;
+        if (this.piecesLen === this.bodySize) {
+          const done = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.bodySize);
+          this.pieces = [];
+          this.piecesLen = 0;
+          this.bodySize = -1;
           this.sink(done, 0, done.length);
         }
         continue;
@@ -59,9 +63,9 @@ export class FrameParser {
           pos = start + size;
           this.sink(chunk, start, pos);
         } else {
-          this.body = Buffer.allocUnsafe(size);
-          chunk.copy(this.body, 0, start, len);
-          this.bodyFill = len - start;
+          this.bodySize = size;
+          this.pieces.push(chunk.subarray(start, len));
+          this.piecesLen = len - start;
           pos = len;
         }
         continue;
@@ -74,10 +78,7 @@ export class FrameParser {
         this.headerFill = 0;
         const size = this.checkHeader(this.header[0]!, this.header.readUInt32BE(1));
         if (size === 0) this.sink(EMPTY, 0, 0);
-        else {
-          this.body = Buffer.allocUnsafe(size);
-          this.bodyFill = 0;
-        }
+        else this.bodySize = size;
       }
     }
   }

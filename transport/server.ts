@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
 import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
 import { Status, encodeGrpcMessage } from './grpc-status.js';
-import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, tuneSession } from './http2-tuning.js';
+import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, keepAlive, tuneSession } from './http2-tuning.js';
 
 export interface DataPlaneServerOptions {
   host: string;
@@ -18,6 +18,9 @@ export interface DataPlaneServerOptions {
   accept(channel: Channel): ChannelHandler;
   /** Called for streams and sessions refused before a Channel exists. */
   onReject?(reason: string, remote: string): void;
+  /** PING every connected peer this often (0: never); a peer silent for keepaliveTimeoutMs is dropped. */
+  keepaliveIntervalMs?: number;
+  keepaliveTimeoutMs?: number;
 }
 
 const PENDING: ChannelHandler = {
@@ -40,6 +43,13 @@ export class DataPlaneServer {
       : http2.createServer(common);
     this.server.on('session', (session: ServerHttp2Session) => {
       tuneSession(session);
+      // Without server-side liveness a link whose network went silent stays "up" here, and a
+      // redial from the same peer would be taken for a duplicate of it.
+      const interval = opts.keepaliveIntervalMs ?? 30_000;
+      if (interval > 0) {
+        const s = session.socket;
+        keepAlive(session, interval, opts.keepaliveTimeoutMs ?? 10_000, `${s?.remoteAddress}:${s?.remotePort}`);
+      }
       this.sessions.add(session);
       session.on('close', () => this.sessions.delete(session));
       session.on('error', () => undefined);

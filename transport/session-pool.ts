@@ -6,7 +6,7 @@ import http2, { type ClientHttp2Session } from 'node:http2';
 import type { ConnectionOptions } from 'node:tls';
 import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
 import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
-import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, tuneSession } from './http2-tuning.js';
+import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, keepAlive, tuneSession } from './http2-tuning.js';
 
 export interface DialTarget {
   /** http://host:port (plaintext) or https://host:port (TLS). */
@@ -15,6 +15,10 @@ export interface DialTarget {
   tls?: ConnectionOptions;
   /** Distinguishes sessions to the same URL made with different TLS identities. */
   poolKey?: string;
+  /** Per-target liveness and connect settings; the pool's defaults otherwise. */
+  keepaliveIntervalMs?: number;
+  keepaliveTimeoutMs?: number;
+  connectTimeoutMs?: number;
 }
 
 export interface SessionPoolOptions {
@@ -63,29 +67,16 @@ export class SessionPool {
     };
     session.on('error', forget);
     session.on('goaway', forget);
+    const connectTimeoutMs = t.connectTimeoutMs ?? this.opts.connectTimeoutMs;
+    const connectTimer = setTimeout(() => {
+      if (session.connecting) session.destroy(new Error(`connect to ${t.url} timed out after ${connectTimeoutMs} ms`));
+    }, connectTimeoutMs);
+    connectTimer.unref();
     session.on('close', () => {
       forget();
-      clearInterval(keepalive);
       clearTimeout(connectTimer);
     });
-    const connectTimer = setTimeout(() => {
-      if (session.connecting) session.destroy(new Error(`connect to ${t.url} timed out after ${this.opts.connectTimeoutMs} ms`));
-    }, this.opts.connectTimeoutMs);
-    connectTimer.unref();
-    const keepalive = setInterval(() => {
-      if (session.connecting || session.destroyed) return;
-      const timer = setTimeout(
-        () => session.destroy(new Error(`no PING answer from ${t.url} in ${this.opts.keepaliveTimeoutMs} ms`)),
-        this.opts.keepaliveTimeoutMs,
-      );
-      timer.unref();
-      try {
-        session.ping(() => clearTimeout(timer));
-      } catch {
-        clearTimeout(timer);
-      }
-    }, this.opts.keepaliveIntervalMs);
-    keepalive.unref();
+    keepAlive(session, t.keepaliveIntervalMs ?? this.opts.keepaliveIntervalMs, t.keepaliveTimeoutMs ?? this.opts.keepaliveTimeoutMs, t.url);
     return entry;
   }
 
