@@ -10,6 +10,7 @@
 
 import http2, { type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import { SlimApp } from '../client/slim-app.js';
+import { FrameParser } from '../transport/frame-parser.js';
 import { parseName } from '../proto/dataplane.js';
 import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, tuneSession } from '../transport/http2-tuning.js';
 
@@ -148,22 +149,10 @@ function rawConnect(url: string): ClientHttp2Stream {
   return session.request({ ':method': 'POST', ':path': PATH, 'content-type': 'application/grpc' });
 }
 
-/** Counts gRPC-framed messages in a byte stream without copying. */
+/** Splits a gRPC-framed byte stream into messages, with the same parser the nodes use. */
 function frameCounter(onMessage: (buf: Buffer, start: number, end: number) => void): (chunk: Buffer) => void {
-  let carry: Buffer | null = null;
-  return (chunk) => {
-    let buf = carry ? Buffer.concat([carry, chunk]) : chunk;
-    carry = null;
-    let pos = 0;
-    while (buf.length - pos >= 5) {
-      const len = buf.readUInt32BE(pos + 1);
-      if (buf.length - pos - 5 < len) break;
-      onMessage(buf, pos + 5, pos + 5 + len);
-      pos += 5 + len;
-    }
-    if (pos < buf.length) carry = buf.subarray(pos);
-    buf = Buffer.alloc(0);
-  };
+  const parser = new FrameParser(64 * 1024 * 1024, onMessage);
+  return (chunk) => parser.push(chunk);
 }
 
 function frame(payload: Buffer): Buffer {

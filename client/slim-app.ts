@@ -156,7 +156,7 @@ export class SlimApp extends EventEmitter {
     };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.log = opts.log;
-    this.subscriptions.set(nameKeyOf(this.name), this.name);
+    this.subscriptions.set(formatName(this.name), this.name);
     this.on('error', () => undefined);
   }
 
@@ -240,11 +240,25 @@ export class SlimApp extends EventEmitter {
     });
   }
 
+  /**
+   * A reconnect attempt. Certificate files are read again (so a rotated certificate is used), and
+   * an unreadable one fails this attempt, to be retried, rather than the process.
+   */
+  private redial(): void {
+    try {
+      this.dial();
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.log?.warn({ node: this.endpoint.url, reason: this.lastError }, 'cannot reconnect to the SLIM node; will retry');
+      this.reconnectTimer = setTimeout(() => this.redial(), this.backoff.next());
+    }
+  }
+
   private onNegotiated(channel: Channel): void {
     this.backoff.reset();
     this.lastError = '';
     // Replay every subscription; the ones the caller is awaiting get their own acks.
-    const own = nameKeyOf(this.name);
+    const own = formatName(this.name);
     for (const [key, name] of this.subscriptions) {
       if (key !== own) channel.send({ kind: 'subscribe', subscribe: { name, subscriptionId: 0 } });
     }
@@ -290,7 +304,7 @@ export class SlimApp extends EventEmitter {
     }
     this.state = 'reconnecting';
     const delay = this.backoff.next();
-    this.reconnectTimer = setTimeout(() => this.dial(), delay);
+    this.reconnectTimer = setTimeout(() => this.redial(), delay);
   }
 
   // -- receiving ----------------------------------------------------------------------------
@@ -521,7 +535,7 @@ export class SlimApp extends EventEmitter {
    */
   async subscribe(name: Name | string): Promise<void> {
     const n = typeof name === 'string' ? parseName(name) : name;
-    const key = nameKeyOf(n);
+    const key = formatName(n);
     if (this.subscriptions.has(key)) return;
     this.subscriptions.set(key, n);
     try {
@@ -534,7 +548,7 @@ export class SlimApp extends EventEmitter {
 
   async unsubscribe(name: Name | string): Promise<void> {
     const n = typeof name === 'string' ? parseName(name) : name;
-    this.subscriptions.delete(nameKeyOf(n));
+    this.subscriptions.delete(formatName(n));
     await this.sendWithAck(this.requireChannel(), n, 'unsubscribe');
   }
 
@@ -561,6 +575,3 @@ export class SlimApp extends EventEmitter {
 
 }
 
-function nameKeyOf(n: Name): string {
-  return formatName(n);
-}

@@ -12,6 +12,7 @@ import {
   Kind,
   RouteView,
   decodeMessage,
+  decodeNameAt,
   formatName,
   nameProblem,
   scanMessage,
@@ -21,6 +22,7 @@ import {
 import type { Link } from './link.js';
 import type { NodeStats } from './metrics.js';
 import type { SubscriptionTable } from './subscription-table.js';
+import { bytesEqualAt } from '../proto/wire.js';
 
 export interface ForwarderHooks {
   /** The (name, link) pair appeared (added) or went away. */
@@ -33,13 +35,6 @@ export interface ForwarderOptions {
   hardQueueLimit: number;
   /** Distinct names one connection may subscribe to. */
   maxSubscriptionsPerLink: number;
-}
-
-function identityMatches(buf: Buffer, v: RouteView, want: Buffer): boolean {
-  const len = v.identityEnd - v.identityStart;
-  if (len !== want.length) return false;
-  for (let i = 0; i < len; i++) if (buf[v.identityStart + i] !== want[i]) return false;
-  return true;
 }
 
 export class Forwarder {
@@ -67,7 +62,7 @@ export class Forwarder {
 
   private publish(from: Link, buf: Buffer, start: number, end: number, v: RouteView): void {
     const fromApp = from.isApp;
-    if (!v.hasDestination || v.orgEnd === v.orgStart || v.nsEnd === v.nsStart || v.svcEnd === v.svcStart) {
+    if (v.destStart < 0 || v.orgEnd === v.orgStart || v.nsEnd === v.nsStart || v.svcEnd === v.svcStart) {
       this.stats.drop('no_destination');
       if (fromApp) {
         this.sendError(from, v.messageId, ErrorCode.InvalidMessage, 'publish has no destination: header.destination needs org, namespace and service');
@@ -86,28 +81,23 @@ export class Forwarder {
     }
     // Identity is stamped, not trusted: an app's publish carries the identity its connection
     // proved; a node's stamp is kept only when that node's link is itself authenticated.
-    const badIdentity = fromApp ? !identityMatches(buf, v, from.identityBytes) : !from.authenticated && v.identityEnd > v.identityStart;
+    const badIdentity = fromApp ? !bytesEqualAt(buf, v.identityStart, v.identityEnd, from.identityBytes) : !from.authenticated && v.identityEnd > v.identityStart;
     const rewrite = badIdentity || v.ttlPos < 0 || v.ttlLen !== 1 || ttl > 127;
     // Split horizon: what came from a node goes only to local apps; interest learned from nodes
     // is one hop, so forwarding node-to-node could only duplicate or loop.
     const appsOnly = !fromApp;
     const set = this.table.lookupView(buf, v);
-    if (v.fanout > 1) {
-      const out = this.targets;
-      out.length = 0;
-      set?.collect(from, appsOnly, out);
-      if (out.length === 0) return this.noRoute(from, buf, start, end, v);
-      let decoded: Message | undefined;
-      for (let i = 0; i < out.length; i++) {
-        if (rewrite) decoded ??= this.rewritten(from, buf, start, end, ttl);
-        this.deliver(from, out[i]!, buf, start, end, v, ttl, decoded);
-      }
-      out.length = 0;
-      return;
+    const out = this.targets;
+    out.length = 0;
+    if (v.fanout > 1) set?.collect(from, appsOnly, out);
+    else {
+      const target = set?.pickOne(from, appsOnly);
+      if (target) out.push(target);
     }
-    const target = set?.pickOne(from, appsOnly);
-    if (!target) return this.noRoute(from, buf, start, end, v);
-    this.deliver(from, target, buf, start, end, v, ttl, rewrite ? this.rewritten(from, buf, start, end, ttl) : undefined);
+    if (out.length === 0) return this.noRoute(from, buf, v);
+    const decoded = rewrite ? this.rewritten(from, buf, start, end, ttl) : undefined;
+    for (let i = 0; i < out.length; i++) this.deliver(from, out[i]!, buf, start, end, v, ttl, decoded);
+    out.length = 0;
   }
 
   private rewritten(from: Link, buf: Buffer, start: number, end: number, ttl: number): Message {
@@ -135,16 +125,14 @@ export class Forwarder {
     if (ch.isFull) from.channel.pauseFor(ch);
   }
 
-  private noRoute(from: Link, buf: Buffer, start: number, end: number, v: RouteView): void {
+  private noRoute(from: Link, buf: Buffer, v: RouteView): void {
     this.stats.drop('no_route');
     if (!from.isApp) {
       if (this.log.isLevelEnabled('debug')) this.log.debug({ from: from.label }, 'dropped a publish from a node: no route');
       return;
     }
-    const m = decodeMessage(buf, start, end);
-    const dest = m.kind === 'publish' ? m.publish.header?.destination : undefined;
-    const what = dest ? formatName(dest) : '?';
-    this.sendError(from, v.messageId, ErrorCode.NoRoute, `no route to ${what}: nothing subscribes to it`, dest);
+    const dest = decodeNameAt(buf, v.destStart, v.destEnd);
+    this.sendError(from, v.messageId, ErrorCode.NoRoute, `no route to ${formatName(dest)}: nothing subscribes to it`, dest);
   }
 
   private sendError(to: Link, messageId: number, code: ErrorCode, reason: string, destination?: Name): void {

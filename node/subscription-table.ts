@@ -6,6 +6,7 @@
 // of the destination's bytes in the received buffer, so no string is built for a forward.
 
 import type { Name, RouteView } from '../proto/dataplane.js';
+import { bytesEqualAt } from '../proto/wire.js';
 import type { Link } from './link.js';
 
 const FNV_OFFSET = 0x811c9dc5;
@@ -22,12 +23,6 @@ function serviceHash(org: Uint8Array, ns: Uint8Array, svc: Uint8Array): number {
   h = hashBytes(h, ns, 0, ns.length);
   h = Math.imul(h ^ 0xff, FNV_PRIME);
   return hashBytes(h, svc, 0, svc.length) >>> 0;
-}
-
-function rangeEquals(buf: Buffer, start: number, end: number, want: Buffer): boolean {
-  if (end - start !== want.length) return false;
-  for (let i = 0; i < want.length; i++) if (buf[start + i] !== want[i]) return false;
-  return true;
 }
 
 /** Links subscribed to one name (or the union for a service), with per-class views for routing. */
@@ -218,9 +213,9 @@ export class SubscriptionTable {
     if (!bucket) return undefined;
     for (const e of bucket) {
       if (
-        rangeEquals(buf, v.orgStart, v.orgEnd, e.orgBytes) &&
-        rangeEquals(buf, v.nsStart, v.nsEnd, e.nsBytes) &&
-        rangeEquals(buf, v.svcStart, v.svcEnd, e.svcBytes)
+        bytesEqualAt(buf, v.orgStart, v.orgEnd, e.orgBytes) &&
+        bytesEqualAt(buf, v.nsStart, v.nsEnd, e.nsBytes) &&
+        bytesEqualAt(buf, v.svcStart, v.svcEnd, e.svcBytes)
       ) {
         if (v.instEnd === v.instStart) return e.all;
         return e.byInstance.get(buf.toString('utf8', v.instStart, v.instEnd));

@@ -611,7 +611,6 @@ export function decodeMessage(buf: Buffer, start = 0, end = buf.length): Message
 /** Offsets into the scanned buffer; -1 where a field is absent. Reused across calls. */
 export class RouteView {
   kind: Kind = Kind.None;
-  hasDestination = false;
   orgStart = 0;
   orgEnd = 0;
   nsStart = 0;
@@ -640,6 +639,10 @@ export class RouteView {
   hasMetadata = false;
   hasHeader = false;
 
+  get hasDestination(): boolean {
+    return this.destStart >= 0;
+  }
+
   reset(): void {
     this.kind = Kind.None;
     this.hasMetadata = false;
@@ -653,7 +656,6 @@ export class RouteView {
 
   resetHeader(): void {
     this.hasHeader = false;
-    this.hasDestination = false;
     this.orgStart = this.orgEnd = this.nsStart = this.nsEnd = 0;
     this.svcStart = this.svcEnd = this.instStart = this.instEnd = 0;
     this.destStart = this.destEnd = this.srcStart = this.srcEnd = -1;
@@ -720,7 +722,6 @@ function scanHeader(c: Cursor, stop: number, v: RouteView): void {
         wireCheck(w, WIRE_LEN, 'Header name');
         const end = readLength(c);
         if (f === 2) {
-          v.hasDestination = true;
           v.orgStart = v.orgEnd = v.nsStart = v.nsEnd = v.svcStart = v.svcEnd = v.instStart = v.instEnd = 0;
           v.destStart = c.pos;
           v.destEnd = end;

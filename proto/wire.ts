@@ -171,6 +171,13 @@ export function decodeUtf8(b: Buffer, start: number, end: number): string {
   return buf.utf8Slice(start, end);
 }
 
+/** True when buf[start, end) holds exactly the bytes of `want`. */
+export function bytesEqualAt(buf: Uint8Array, start: number, end: number, want: Uint8Array): boolean {
+  if (end - start !== want.length) return false;
+  for (let i = 0; i < want.length; i++) if (buf[start + i] !== want[i]) return false;
+  return true;
+}
+
 export function tag(field: number, wireType: number): number {
   return (field << 3) | wireType;
 }

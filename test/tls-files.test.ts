@@ -1,6 +1,7 @@
 // File-based TLS on every link: mTLS between apps and nodes and between nodes, the identity an
 // app's certificate proves stamped on its messages, and refusals of peers that prove nothing.
 
+import { renameSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { SlimApp, defaultInstanceId, type ReceivedMessage } from '../client/slim-app.js';
@@ -119,6 +120,29 @@ describe('file TLS', () => {
     });
     await expect(attempt).rejects.toThrow(/cannot connect/);
     expect(node.links.size).toBe(0);
+  });
+  it('keeps retrying, without crashing, when its certificate cannot be read during a reconnect', async () => {
+    const dir = scratchDir('slim-tls');
+    const ca = makeCa(dir, 'cluster');
+    const nodeLeaf = makeLeaf(ca, 'node', 'spiffe://cluster-a.example/slim/node');
+    const appLeaf = makeLeaf(ca, 'app', 'spiffe://cluster-a.example/ns/default/sa/app');
+    const port = await freePort();
+    const cfg = parseNodeConfig(JSON.stringify(nodeYaml('n1', port, nodeLeaf, ca)));
+    let node = new SlimNode(cfg, pino({ level: 'silent' }));
+    await node.start();
+    const app = await SlimApp.connect({ name: 'org/ns/app', slim: JSON.stringify({ endpoint: `https://localhost:${port}`, tls: tlsBlock(appLeaf, ca) }) });
+    cleanups.push(() => app.close());
+    const moved = `${appLeaf.cert}.away`;
+    renameSync(appLeaf.cert, moved); // e.g. a certificate being rotated
+    await node.stop();
+    await new Promise((r) => setTimeout(r, 800)); // several failed redials happen here
+    expect(app.isReady).toBe(false);
+    renameSync(moved, appLeaf.cert);
+    node = new SlimNode(cfg, pino({ level: 'silent' }));
+    await node.start();
+    cleanups.push(() => node.stop());
+    await app.ready(10_000);
+    expect(app.isReady).toBe(true);
   });
 });
 

@@ -11,7 +11,7 @@ import { constants as h2 } from 'node:http2';
 import { TLSSocket, type PeerCertificate } from 'node:tls';
 import { type Message, messageSize, writeMessage, DecodeError } from '../proto/dataplane.js';
 import { FrameError, FrameParser, type MessageSink } from './frame-parser.js';
-import { Status, type StatusInfo, decodeGrpcMessage, encodeGrpcMessage } from './grpc-status.js';
+import { Status, type StatusInfo, decodeGrpcMessage, statusTrailers } from './grpc-status.js';
 
 export interface ChannelHandler {
   /** One whole message as buf[start, end). May throw DecodeError: the channel then closes with INVALID_ARGUMENT. */
@@ -260,7 +260,7 @@ export class Channel {
     stream.resume();
     if (this.side === 'server') {
       const server = stream as ServerHttp2Stream;
-      const trailers = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) };
+      const trailers = statusTrailers(code, details);
       if (!server.headersSent) {
         server.respond({ ':status': 200, 'content-type': 'application/grpc', ...trailers }, { endStream: true });
       } else {

@@ -48,3 +48,8 @@ export function decodeGrpcMessage(raw: string | string[] | undefined): string {
     return s;
   }
 }
+
+/** The trailers (or trailers-only headers) that end a gRPC call with `code`. */
+export function statusTrailers(code: Status, details: string): { 'grpc-status': string; 'grpc-message': string } {
+  return { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) };
+}

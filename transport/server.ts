@@ -5,7 +5,7 @@ import http2, { type Http2Server, type Http2SecureServer, type ServerHttp2Sessio
 import type { AddressInfo } from 'node:net';
 import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
 import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
-import { Status, encodeGrpcMessage } from './grpc-status.js';
+import { Status, statusTrailers } from './grpc-status.js';
 import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, keepAlive, tuneSession } from './http2-tuning.js';
 
 export interface DataPlaneServerOptions {
@@ -67,10 +67,7 @@ export class DataPlaneServer {
     stream.on('error', () => undefined);
     const refuse = (code: Status, reason: string): void => {
       this.opts.onReject?.(reason, remote);
-      stream.respond(
-        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(reason) },
-        { endStream: true },
-      );
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...statusTrailers(code, reason) }, { endStream: true });
     };
     const contentType = String(headers['content-type'] ?? '');
     if (!contentType.startsWith('application/grpc')) {
@@ -112,11 +109,6 @@ export class DataPlaneServer {
         resolve(this.server.address() as AddressInfo);
       });
     });
-  }
-
-  /** Replaces the TLS material used for new handshakes; established connections keep theirs. */
-  setSecureContext(tls: SecureServerOptions): void {
-    if ('setSecureContext' in this.server) (this.server as Http2SecureServer).setSecureContext(tls);
   }
 
   /** Stops accepting, ends every channel with `status`, then closes the sessions. */

@@ -29,12 +29,8 @@ export interface SessionPoolOptions {
 
 const DEFAULTS: SessionPoolOptions = { keepaliveIntervalMs: 10_000, keepaliveTimeoutMs: 5_000, connectTimeoutMs: 10_000 };
 
-interface PooledSession {
-  session: ClientHttp2Session;
-}
-
 export class SessionPool {
-  private readonly sessions = new Map<string, PooledSession>();
+  private readonly sessions = new Map<string, ClientHttp2Session>();
   private readonly opts: SessionPoolOptions;
 
   constructor(opts: Partial<SessionPoolOptions> = {}) {
@@ -50,20 +46,19 @@ export class SessionPool {
     return `${t.url}|${t.poolKey ?? ''}`;
   }
 
-  private session(t: DialTarget): PooledSession {
+  private session(t: DialTarget): ClientHttp2Session {
     const key = this.key(t);
     const existing = this.sessions.get(key);
-    if (existing && !existing.session.closed && !existing.session.destroyed) return existing;
+    if (existing && !existing.closed && !existing.destroyed) return existing;
     const session = http2.connect(t.url, {
       settings: HTTP2_SETTINGS,
       maxSessionMemory: MAX_SESSION_MEMORY_MB,
       ...(t.url.startsWith('https:') ? { ...t.tls, ALPNProtocols: ['h2'] } : {}),
     });
-    const entry: PooledSession = { session };
-    this.sessions.set(key, entry);
+    this.sessions.set(key, session);
     tuneSession(session);
     const forget = (): void => {
-      if (this.sessions.get(key) === entry) this.sessions.delete(key);
+      if (this.sessions.get(key) === session) this.sessions.delete(key);
     };
     session.on('error', forget);
     session.on('goaway', forget);
@@ -77,13 +72,12 @@ export class SessionPool {
       clearTimeout(connectTimer);
     });
     keepAlive(session, t.keepaliveIntervalMs ?? this.opts.keepaliveIntervalMs, t.keepaliveTimeoutMs ?? this.opts.keepaliveTimeoutMs, t.url);
-    return entry;
+    return session;
   }
 
   /** Opens an OpenChannel stream towards `t`, dialling if no live session exists. */
   open(t: DialTarget, limits: ChannelLimits, handler: ChannelHandler, headers: Record<string, string> = {}): Channel {
-    const entry = this.session(t);
-    const stream = entry.session.request(
+    const stream = this.session(t).request(
       {
         ':method': 'POST',
         ':path': OPEN_CHANNEL_PATH,
@@ -98,12 +92,12 @@ export class SessionPool {
   }
 
   close(): void {
-    for (const { session } of this.sessions.values()) session.close();
+    for (const session of this.sessions.values()) session.close();
     this.sessions.clear();
   }
 
   destroy(): void {
-    for (const { session } of this.sessions.values()) session.destroy();
+    for (const session of this.sessions.values()) session.destroy();
     this.sessions.clear();
   }
 }
