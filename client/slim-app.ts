@@ -3,9 +3,8 @@
 // anycast and multicast names, receives through an async iterator or a callback, and does
 // request/reply with a timeout.
 
-import { createHash, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Backoff } from '../common/backoff.js';
 import {
@@ -28,7 +27,7 @@ import {
 import { DEFAULT_LIMITS, type Channel, type ChannelLimits } from '../transport/channel.js';
 import { Status, statusName, type StatusInfo } from '../transport/grpc-status.js';
 import { SessionPool } from '../transport/session-pool.js';
-import { clientTlsFromFiles } from '../transport/tls-files.js';
+import { ConnectionTls } from '../identity/connection-tls.js';
 import { ReceivedMessage } from './received-message.js';
 import { parseSlimEndpoint, type SlimEndpoint } from './slim-endpoint.js';
 
@@ -98,16 +97,6 @@ export function defaultInstanceId(identity: string | undefined): string {
   return randomBytes(8).toString('hex');
 }
 
-function certificateIdentity(path: string): string | undefined {
-  try {
-    const cert = new X509Certificate(readFileSync(path));
-    const uri = cert.subjectAltName?.split(', ').find((p) => p.startsWith('URI:spiffe://'));
-    return uri?.slice(4);
-  } catch {
-    return undefined;
-  }
-}
-
 export class SlimApp extends EventEmitter {
   readonly name: Name;
   readonly endpoint: SlimEndpoint;
@@ -138,12 +127,15 @@ export class SlimApp extends EventEmitter {
   /** Exceptions thrown by the application's message handlers and listeners. */
   handlerErrors = 0;
 
-  private constructor(opts: SlimAppOptions) {
+  private constructor(
+    opts: SlimAppOptions,
+    endpoint: SlimEndpoint,
+    private readonly tls: ConnectionTls | undefined,
+  ) {
     super();
-    this.endpoint = typeof opts.slim === 'string' ? parseSlimEndpoint(opts.slim) : opts.slim;
+    this.endpoint = endpoint;
     const base = typeof opts.name === 'string' ? parseName(opts.name) : { ...opts.name };
-    const identity = this.endpoint.tls.cert?.type === 'file' ? certificateIdentity(this.endpoint.tls.cert.cert) : undefined;
-    const instance = opts.instance ?? (base.instance || defaultInstanceId(identity));
+    const instance = opts.instance ?? (base.instance || defaultInstanceId(tls?.localId() || undefined));
     this.name = Object.freeze({ ...base, instance });
     const problem = nameProblem(this.name);
     if (problem) throw new Error(`app name ${formatName(this.name)}: ${problem}`);
@@ -162,7 +154,16 @@ export class SlimApp extends EventEmitter {
 
   /** Connects, negotiates and subscribes to the app's own name; rejects when the node cannot be reached in time. */
   static async connect(opts: SlimAppOptions): Promise<SlimApp> {
-    const app = new SlimApp(opts);
+    const endpoint = typeof opts.slim === 'string' ? parseSlimEndpoint(opts.slim) : opts.slim;
+    // TLS material (files, or the first SVID from the Workload API) before anything is dialled.
+    const tls = endpoint.url.startsWith('https:') ? await ConnectionTls.create(endpoint.tls, '--slim.tls', { logger: opts.log }) : undefined;
+    let app: SlimApp;
+    try {
+      app = new SlimApp(opts, endpoint, tls);
+    } catch (err) {
+      tls?.close();
+      throw err;
+    }
     app.dial();
     try {
       await app.ready(app.opts.connectTimeoutMs);
@@ -200,7 +201,7 @@ export class SlimApp extends EventEmitter {
     if (this.state === 'closed') return;
     const target = {
       url: this.endpoint.url,
-      tls: this.endpoint.url.startsWith('https:') ? clientTlsFromFiles(this.endpoint.tls, this.endpoint.host, '--slim.tls') : undefined,
+      ...(this.tls ? { tls: this.tls.clientOptions(this.endpoint.host), poolKey: this.tls.poolKey() } : {}),
     };
     let negotiated = false;
     const channel = this.pool.open(target, this.limits, {
@@ -241,8 +242,8 @@ export class SlimApp extends EventEmitter {
   }
 
   /**
-   * A reconnect attempt. Certificate files are read again (so a rotated certificate is used), and
-   * an unreadable one fails this attempt, to be retried, rather than the process.
+   * A reconnect attempt, with the newest certificate (rotated SVID or rewritten files); a failure
+   * to build the attempt is retried rather than fatal.
    */
   private redial(): void {
     try {
@@ -571,6 +572,7 @@ export class SlimApp extends EventEmitter {
     for (const t of this.takers.splice(0)) t({ value: undefined, done: true });
     // Let the half-close and its trailers go out before the session is torn down.
     setTimeout(() => this.pool.close(), 50).unref();
+    this.tls?.close();
   }
 
 }

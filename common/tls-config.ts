@@ -2,12 +2,30 @@
 // --slim JSON, later the controller): plaintext, certificate files, or a SPIFFE Workload API.
 
 import { z } from 'zod';
+import { parseTrustDomain } from '../identity/spiffe-id.js';
 
-const spireSocket = z.string().min(1).describe('unix:/path or unix:///path of the SPIFFE Workload API');
+const spireSocket = z
+  .string()
+  .min(1)
+  .refine((v) => v.startsWith('unix:') || v.startsWith('/'), { message: 'must be unix:/path, unix:///path or an absolute path of the SPIFFE Workload API socket' });
+
+const trustDomain = z.string().transform((v, ctx) => {
+  try {
+    return parseTrustDomain(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
 
 const certSource = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('file'), cert: z.string().min(1), key: z.string().min(1) }),
-  z.strictObject({ type: z.literal('spire'), socket_path: spireSocket.optional(), target_spiffe_id: z.string().optional() }),
+  z.strictObject({
+    type: z.literal('spire'),
+    socket_path: spireSocket.optional(),
+    /** Which of the workload's SVIDs to present; the first one by default. */
+    target_spiffe_id: z.string().optional(),
+  }),
 ]);
 
 const caSource = z.discriminatedUnion('type', [
@@ -15,7 +33,8 @@ const caSource = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('spire'),
     socket_path: spireSocket.optional(),
-    trust_domains: z.array(z.string().min(1)).default([]),
+    /** Trust domains accepted besides the workload's own (bare or spiffe:// form). */
+    trust_domains: z.array(trustDomain).default([]),
   }),
 ]);
 
@@ -47,7 +66,7 @@ export interface TlsSettings {
   insecure: boolean;
   skipVerify: boolean;
   /** `flat`: written as cert_file/key_file/ca_file, so errors name those keys. */
-  cert?: { type: 'file'; cert: string; key: string; flat?: boolean } | { type: 'spire'; socketPath?: string };
+  cert?: { type: 'file'; cert: string; key: string; flat?: boolean } | { type: 'spire'; socketPath?: string; spiffeId?: string };
   ca?: { type: 'file'; path: string; flat?: boolean } | { type: 'spire'; socketPath?: string; trustDomains: string[] };
 }
 
@@ -55,7 +74,7 @@ export function normalizeTls(t: TlsConfigInput | undefined): TlsSettings {
   if (!t) return { insecure: false, skipVerify: false };
   const out: TlsSettings = { insecure: t.insecure, skipVerify: t.insecure_skip_verify };
   if (t.source?.type === 'file') out.cert = { type: 'file', cert: t.source.cert, key: t.source.key };
-  else if (t.source?.type === 'spire') out.cert = { type: 'spire', socketPath: t.source.socket_path };
+  else if (t.source?.type === 'spire') out.cert = { type: 'spire', socketPath: t.source.socket_path, spiffeId: t.source.target_spiffe_id };
   else if (t.cert_file && t.key_file) out.cert = { type: 'file', cert: t.cert_file, key: t.key_file, flat: true };
   if (t.ca_source?.type === 'file') out.ca = { type: 'file', path: t.ca_source.path };
   else if (t.ca_source?.type === 'spire') {

@@ -17,6 +17,8 @@ export const PROGRAMS = {
   'slim-node': { script: 'dist/node/main.js', nodeFlags: ['--no-memory-reducer'] },
   'slim-receiver': { script: 'dist/client/receiver-main.js', nodeFlags: [] },
   'slim-sender': { script: 'dist/client/sender-main.js', nodeFlags: [] },
+  'slim-dev-issuer': { script: 'dist/identity/dev-issuer/main.js', nodeFlags: [] },
+  slimctl: { script: 'dist/client/slimctl.js', nodeFlags: [] },
   // Load generators get the same flag, so a bench measures the path, not the client's idle GC.
   'bench-worker': { script: 'dist/bench/worker.js', nodeFlags: ['--no-memory-reducer'] },
 } as const;

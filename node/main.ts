@@ -9,7 +9,8 @@ import { Command } from 'commander';
 import { onShutdownSignal, runProgram } from '../common/cli.js';
 import { ConfigError } from '../common/config-file.js';
 import { createLogger } from '../common/logger.js';
-import { TlsSetupError, clientTlsFromFiles, serverTlsFromFiles } from '../transport/tls-files.js';
+import { ConnectionTls, TlsSetupError } from '../identity/connection-tls.js';
+import { closeSharedSources } from '../identity/x509-source.js';
 import { loadNodeConfig, type NodeConfig } from './config.js';
 import { SlimNode } from './node.js';
 
@@ -26,7 +27,7 @@ await runProgram('slim-node', async () => {
   const cfg = loadNodeConfig(opts.config);
   if (opts.check) {
     try {
-      checkTlsMaterial(cfg);
+      await checkTlsMaterial(cfg);
     } catch (err) {
       if (err instanceof TlsSetupError) throw new ConfigError(`node config: ${err.message}`);
       throw err;
@@ -52,11 +53,25 @@ await runProgram('slim-node', async () => {
   });
 });
 
-/** Reads every certificate, key and CA file the config names, as starting the node would. */
-function checkTlsMaterial(cfg: NodeConfig): void {
+/** Reads every certificate, key and CA file and fetches every SVID the config names, as starting would. */
+async function checkTlsMaterial(cfg: NodeConfig): Promise<void> {
   const at = `services.${cfg.serviceId}`;
-  cfg.servers.forEach((s, i) => serverTlsFromFiles(s.tls, `${at}.dataplane.servers[${i}].tls`));
-  cfg.clients.forEach((c, i) => {
-    if (c.url.startsWith('https:')) clientTlsFromFiles(c.tls, c.host, `${at}.dataplane.clients[${i}].tls`);
-  });
+  const made: ConnectionTls[] = [];
+  try {
+    for (const [i, s] of cfg.servers.entries()) {
+      const t = await ConnectionTls.create(s.tls, `${at}.dataplane.servers[${i}].tls`);
+      if (t) {
+        made.push(t);
+        t.serverOptions();
+      }
+    }
+    for (const [i, c] of cfg.clients.entries()) {
+      if (!c.url.startsWith('https:')) continue;
+      const t = await ConnectionTls.create(c.tls, `${at}.dataplane.clients[${i}].tls`);
+      if (t) made.push(t);
+    }
+  } finally {
+    for (const t of made) t.close();
+    closeSharedSources();
+  }
 }

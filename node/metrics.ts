@@ -23,6 +23,8 @@ export class NodeStats {
   readonly streamErrors = new Map<string, number>();
   /** Connections refused at negotiation, by reason. */
   readonly refusals = new Map<string, number>();
+  /** Peers refused by certificate verification, by `direction/reason`. */
+  readonly tlsRefusals = new Map<string, number>();
   bytesInClosed = 0;
   bytesOutClosed = 0;
 
@@ -103,6 +105,19 @@ export function createNodeRegistry(stats: NodeStats, gauges: NodeGauges, labels:
     registers: [registry],
     collect() {
       publish(this, 'reason', stats.refusals);
+    },
+  });
+  new Counter({
+    name: 'slim_tls_refusals_total',
+    help: 'Peers refused by certificate verification (expired, untrusted chain, trust domain not accepted...), by direction and reason',
+    labelNames: ['direction', 'reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [k, n] of stats.tlsRefusals) {
+        const [direction, reason] = k.split('/');
+        this.inc({ direction, reason }, n);
+      }
     },
   });
   new Counter({

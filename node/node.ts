@@ -10,7 +10,8 @@ import type { Channel, ChannelHandler, ChannelLimits } from '../transport/channe
 import { Status, type StatusInfo, statusName } from '../transport/grpc-status.js';
 import { DataPlaneServer } from '../transport/server.js';
 import { SessionPool } from '../transport/session-pool.js';
-import { serverTlsFromFiles } from '../transport/tls-files.js';
+import { ConnectionTls, type RefusalEvent } from '../identity/connection-tls.js';
+import type { TlsSettings } from '../common/tls-config.js';
 import type { NodeConfig } from './config.js';
 import { Forwarder } from './forwarder.js';
 import { Link } from './link.js';
@@ -41,6 +42,7 @@ export class SlimNode {
   private readonly pool = new SessionPool();
   private readonly dialers: PeerDialer[] = [];
   private ops: OpsServer | undefined;
+  private readonly tls: ConnectionTls[] = [];
   private listening = false;
   private stopping = false;
   /** Bound addresses of the data-plane servers, in config order. */
@@ -82,15 +84,39 @@ export class SlimNode {
     return n;
   }
 
+  /** TLS for one configured connection; counts its refused peers in this node's metrics. */
+  async connectionTls(settings: TlsSettings, where: string): Promise<ConnectionTls | undefined> {
+    const tls = await ConnectionTls.create(settings, where, {
+      logger: this.log,
+      onRefusal: (e: RefusalEvent) => this.stats.countIn(this.stats.tlsRefusals, `${e.direction}/${e.reason}`),
+    });
+    if (tls) this.tls.push(tls);
+    return tls;
+  }
+
   /** Opens every listener (failing before any traffic if one cannot), then dials peers. */
   async start(): Promise<void> {
+    // TLS material first (files read, first SVID fetched), so a bad path or an absent SPIRE
+    // agent fails before any port opens.
+    let serverTls: (ConnectionTls | undefined)[];
+    let clientTls: (ConnectionTls | undefined)[];
+    try {
+      serverTls = await Promise.all(this.cfg.servers.map((s, i) => this.connectionTls(s.tls, `services.${this.cfg.serviceId}.dataplane.servers[${i}].tls`)));
+      clientTls = await Promise.all(
+        this.cfg.clients.map((c, i) =>
+          c.url.startsWith('https:') ? this.connectionTls(c.tls, `services.${this.cfg.serviceId}.dataplane.clients[${i}].tls`) : undefined,
+        ),
+      );
+    } catch (err) {
+      for (const t of this.tls) t.close();
+      throw err;
+    }
     this.cfg.servers.forEach((s, i) => {
-      const where = `services.${this.cfg.serviceId}.dataplane.servers[${i}].tls`;
       this.servers.push(
         new DataPlaneServer({
           host: s.endpoint.host,
           port: s.endpoint.port,
-          tls: serverTlsFromFiles(s.tls, where),
+          tls: serverTls[i],
           limits: this.limits,
           accept: (ch) => this.accept(ch),
           onReject: (reason, remote) => {
@@ -100,9 +126,8 @@ export class SlimNode {
         }),
       );
     });
-    // Dialers read their TLS files now, so a bad path fails before any port opens.
     this.cfg.clients.forEach((c, i) => {
-      this.dialers.push(new PeerDialer(this, c, `services.${this.cfg.serviceId}.dataplane.clients[${i}]`, this.pool, this.log));
+      this.dialers.push(new PeerDialer(this, c, clientTls[i], this.pool, this.log));
     });
     for (const [i, server] of this.servers.entries()) {
       const s = this.cfg.servers[i]!;
@@ -326,6 +351,7 @@ export class SlimNode {
     await Promise.all(this.servers.map((s) => s.close(Status.UNAVAILABLE, `node ${this.cfg.nodeId} is shutting down`, 1000)));
     for (const l of [...this.links]) l.channel.close(Status.UNAVAILABLE, `node ${this.cfg.nodeId} is shutting down`);
     this.pool.close();
+    for (const t of this.tls) t.close();
     await this.ops?.close();
   }
 }

@@ -7,7 +7,7 @@ import { decodeMessage } from '../proto/dataplane.js';
 import type { Channel } from '../transport/channel.js';
 import { Status, statusName, type StatusInfo } from '../transport/grpc-status.js';
 import type { SessionPool, DialTarget } from '../transport/session-pool.js';
-import { clientTlsFromFiles } from '../transport/tls-files.js';
+import type { ConnectionTls } from '../identity/connection-tls.js';
 import type { ClientSettings } from './config.js';
 import { Link } from './link.js';
 import type { SlimNode } from './node.js';
@@ -16,7 +16,6 @@ const DUPLICATE_RECHECK_MS = 30_000;
 
 export class PeerDialer {
   private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5_000, factor: 2 });
-  private readonly target: DialTarget;
   private channel: Channel | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -25,16 +24,20 @@ export class PeerDialer {
   constructor(
     private readonly node: SlimNode,
     private readonly settings: ClientSettings,
-    where: string,
+    private readonly tls: ConnectionTls | undefined,
     private readonly pool: SessionPool,
     private readonly log: Logger,
-  ) {
-    this.target = {
-      url: settings.url,
-      tls: settings.url.startsWith('https:') ? clientTlsFromFiles(settings.tls, settings.host, `${where}.tls`) : undefined,
-      keepaliveIntervalMs: settings.keepaliveIntervalMs,
-      keepaliveTimeoutMs: settings.keepaliveTimeoutMs,
-      connectTimeoutMs: settings.connectTimeoutMs,
+  ) {}
+
+  /** Built per dial: TLS options carry the newest SVID and bundles. */
+  private target(): DialTarget {
+    return {
+      url: this.settings.url,
+      ...(this.tls ? { tls: this.tls.clientOptions(this.settings.host), poolKey: this.tls.poolKey() } : {}),
+      onSessionError: (err) => this.tls?.noteDialFailure(err, this.settings.url),
+      keepaliveIntervalMs: this.settings.keepaliveIntervalMs,
+      keepaliveTimeoutMs: this.settings.keepaliveTimeoutMs,
+      connectTimeoutMs: this.settings.connectTimeoutMs,
     };
   }
 
@@ -56,7 +59,7 @@ export class PeerDialer {
       if (!negotiated) channel.close(Status.DEADLINE_EXCEEDED, `no link negotiation answer within ${this.settings.connectTimeoutMs} ms`);
     }, this.settings.connectTimeoutMs);
     negotiation.unref();
-    const channel = this.pool.open(this.target, this.node.limits, {
+    const channel = this.pool.open(this.target(), this.node.limits, {
       onMessage: (buf, start, end) => {
         if (link) {
           forward(buf, start, end);

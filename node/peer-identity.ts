@@ -1,13 +1,9 @@
-// The identity a connection proved: the spiffe:// URI SAN of the peer's certificate, when the
-// TLS handshake verified one. Plaintext connections prove nothing and get an empty identity.
+// The identity a link proved: the SPIFFE ID verified on its TLS connection (by our verifier for
+// SPIFFE trust, or by OpenSSL for file CAs). Plaintext connections prove nothing: ''.
 
+import { verifiedPeerId } from '../identity/connection-tls.js';
 import type { Channel } from '../transport/channel.js';
 
 export function peerIdentity(channel: Channel): string {
-  const cert = channel.peerCertificate();
-  if (!cert?.subjectaltname) return '';
-  for (const part of cert.subjectaltname.split(', ')) {
-    if (part.startsWith('URI:spiffe://')) return part.slice(4);
-  }
-  return '';
+  return verifiedPeerId(channel.tlsSocket());
 }

@@ -6,9 +6,10 @@
 // with one write per turn holding every message queued in it (figures from DESIGN.md §3; the
 // raw relay in `npm run bench` does ~2.4M msgs/s of 100 B here).
 
-import type { Http2Stream, ServerHttp2Stream, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
+import type { Http2Session, Http2Stream, ServerHttp2Stream, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 import { constants as h2 } from 'node:http2';
-import { TLSSocket, type PeerCertificate } from 'node:tls';
+import { TLSSocket } from 'node:tls';
+import { peerRefusal } from './refusal.js';
 import { type Message, messageSize, writeMessage, DecodeError } from '../proto/dataplane.js';
 import { FrameError, FrameParser, type MessageSink } from './frame-parser.js';
 import { Status, type StatusInfo, decodeGrpcMessage, statusTrailers } from './grpc-status.js';
@@ -48,6 +49,7 @@ export class Channel {
   private readonly parser: FrameParser;
   private handler: ChannelHandler;
   private finalStatus: StatusInfo | undefined;
+  private readonly session: Http2Session | undefined;
   /** Bytes of messages received / sent, for metrics. */
   bytesIn = 0;
   bytesOut = 0;
@@ -59,6 +61,7 @@ export class Channel {
     handler: ChannelHandler,
   ) {
     this.handler = handler;
+    this.session = stream.session;
     this.parser = new FrameParser(limits.maxMessageSize, (buf, start, end) => this.handler.onMessage(buf, start, end));
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('drain', () => this.onDrain());
@@ -95,12 +98,10 @@ export class Channel {
     return s ? `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}` : '?';
   }
 
-  /** The peer's TLS certificate, when the connection is TLS and the peer presented one. */
-  peerCertificate(): PeerCertificate | undefined {
+  /** The TLS socket under this channel's session; undefined on plaintext. */
+  tlsSocket(): TLSSocket | undefined {
     const s = this.stream.session?.socket;
-    if (!(s instanceof TLSSocket)) return undefined;
-    const cert = s.getPeerCertificate(true);
-    return cert && Object.keys(cert).length > 0 ? cert : undefined;
+    return s instanceof TLSSocket ? s : undefined;
   }
 
   // -- writing ---------------------------------------------------------------------------------
@@ -285,7 +286,10 @@ export class Channel {
     this.releaseWaiters();
     if (this.closeReported) return;
     this.closeReported = true;
-    let status = this.finalStatus;
+    // A server that refused our certificate says why in its GOAWAY; that beats "stream error".
+    // (The session as it was at open: a destroyed stream no longer points to it.)
+    const refusal = this.session ? peerRefusal(this.session) : undefined;
+    let status = refusal ? { code: Status.UNAUTHENTICATED, details: refusal } : this.finalStatus;
     if (!status) {
       const rst = this.stream.rstCode;
       status =

@@ -1,18 +1,29 @@
 // The DataPlaneService endpoint on node:http2: accepts OpenChannel streams and hands each to
 // the owner as a Channel. Any other path gets UNIMPLEMENTED, as a gRPC server would answer.
 
-import http2, { type Http2Server, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders, type SecureServerOptions } from 'node:http2';
+import http2, { constants as h2, type Http2Server, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders, type SecureServerOptions } from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { refuseSession } from './refusal.js';
 import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
 import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
 import { Status, statusTrailers } from './grpc-status.js';
 import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, keepAlive, tuneSession } from './http2-tuning.js';
 
+/** Where a TLS server gets its material and how it checks peers (identity/ConnectionTls). */
+export interface ServerTls {
+  serverOptions(): SecureServerOptions;
+  /** Decides on a peer once its handshake finished; a refusal has been logged and counted. */
+  verifyInbound(socket: TLSSocket): { ok: true } | { ok: false; message: string };
+  /** Material changed (rotation, files rewritten): new handshakes must use it. */
+  on(event: 'update', listener: () => void): unknown;
+}
+
 export interface DataPlaneServerOptions {
   host: string;
   port: number;
-  /** TLS options; absent means plaintext (h2c). */
-  tls?: SecureServerOptions;
+  /** TLS; absent means plaintext (h2c). */
+  tls?: ServerTls;
   limits: ChannelLimits;
   /** Called for every new OpenChannel stream; returns the handler for its messages. */
   accept(channel: Channel): ChannelHandler;
@@ -31,6 +42,7 @@ const PENDING: ChannelHandler = {
 export class DataPlaneServer {
   private readonly server: Http2Server | Http2SecureServer;
   private readonly sessions = new Set<ServerHttp2Session>();
+  private readonly refused = new WeakSet<object>();
   readonly channels = new Set<Channel>();
 
   constructor(private readonly opts: DataPlaneServerOptions) {
@@ -38,10 +50,23 @@ export class DataPlaneServer {
       settings: HTTP2_SETTINGS,
       maxSessionMemory: MAX_SESSION_MEMORY_MB,
     };
-    this.server = opts.tls
-      ? http2.createSecureServer({ ...common, ...opts.tls, allowHTTP1: false })
-      : http2.createServer(common);
+    const tls = opts.tls;
+    this.server = tls ? http2.createSecureServer({ ...common, ...tls.serverOptions(), allowHTTP1: false }) : http2.createServer(common);
+    if (tls) {
+      // New handshakes present the newest SVID at once; established sessions keep theirs.
+      tls.on('update', () => (this.server as Http2SecureServer).setSecureContext(tls.serverOptions()));
+    }
     this.server.on('session', (session: ServerHttp2Session) => {
+      // Runs synchronously after the handshake, before any frame of this session is read: a
+      // refused peer never gets a stream.
+      if (tls) {
+        const verdict = tls.verifyInbound(session.socket as TLSSocket);
+        if (!verdict.ok) {
+          this.refused.add(session);
+          refuseSession(session, verdict.message);
+          return;
+        }
+      }
       tuneSession(session);
       // Without server-side liveness a link whose network went silent stays "up" here, and a
       // redial from the same peer would be taken for a duplicate of it.
@@ -63,8 +88,13 @@ export class DataPlaneServer {
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    const remote = `${stream.session?.socket?.remoteAddress}:${stream.session?.socket?.remotePort}`;
     stream.on('error', () => undefined);
+    // A refused session's streams still arrive (nghttp2 does not drop them after our GOAWAY).
+    if (stream.session && this.refused.has(stream.session)) {
+      stream.close(h2.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const remote = `${stream.session?.socket?.remoteAddress}:${stream.session?.socket?.remotePort}`;
     const refuse = (code: Status, reason: string): void => {
       this.opts.onReject?.(reason, remote);
       stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...statusTrailers(code, reason) }, { endStream: true });

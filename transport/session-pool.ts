@@ -6,6 +6,7 @@ import http2, { type ClientHttp2Session } from 'node:http2';
 import type { ConnectionOptions } from 'node:tls';
 import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
 import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
+import { notePeerRefusal } from './refusal.js';
 import { HTTP2_SETTINGS, MAX_SESSION_MEMORY_MB, keepAlive, tuneSession } from './http2-tuning.js';
 
 export interface DialTarget {
@@ -19,6 +20,8 @@ export interface DialTarget {
   keepaliveIntervalMs?: number;
   keepaliveTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** Told why a session failed (certificate refusals are counted from here). */
+  onSessionError?: (err: Error) => void;
 }
 
 export interface SessionPoolOptions {
@@ -60,8 +63,15 @@ export class SessionPool {
     const forget = (): void => {
       if (this.sessions.get(key) === session) this.sessions.delete(key);
     };
-    session.on('error', forget);
-    session.on('goaway', forget);
+    session.on('error', (err: Error) => {
+      forget();
+      t.onSessionError?.(err);
+    });
+    session.on('goaway', (code: number, _last: number, data?: Buffer) => {
+      forget();
+      const refusal = notePeerRefusal(session, code, data);
+      if (refusal) t.onSessionError?.(new Error(refusal));
+    });
     const connectTimeoutMs = t.connectTimeoutMs ?? this.opts.connectTimeoutMs;
     const connectTimer = setTimeout(() => {
       if (session.connecting) session.destroy(new Error(`connect to ${t.url} timed out after ${connectTimeoutMs} ms`));
