@@ -16,6 +16,22 @@ export interface LocalNodeSpec {
   dial?: string[];
   logLevel?: string;
   extraDataplane?: Record<string, unknown>;
+  /** The tls block of the server and of every client (default: plaintext). */
+  serverTls?: Record<string, unknown>;
+  clientTls?: Record<string, unknown>;
+}
+
+/**
+ * The seed's SPIRE tls block: SVID and bundles from a Workload API socket, accepting peers of
+ * the workload's own trust domain and of `trustDomains`.
+ */
+export function spireTls(socket: string, trustDomains: string[] = []): Record<string, unknown> {
+  const socketPath = socket.startsWith('unix:') ? socket : `unix:${socket}`;
+  return {
+    insecure_skip_verify: false,
+    source: { type: 'spire', socket_path: socketPath },
+    ca_source: { type: 'spire', socket_path: socketPath, trust_domains: trustDomains },
+  };
 }
 
 export function localNodeConfig(spec: LocalNodeSpec): Record<string, unknown> {
@@ -29,8 +45,8 @@ export function localNodeConfig(spec: LocalNodeSpec): Record<string, unknown> {
         node_id: spec.nodeId,
         group_name: spec.group,
         dataplane: {
-          servers: [{ endpoint: `${host}:${spec.port}`, metadata: { local_endpoint: `${host}:${spec.port}` }, tls: { insecure: true } }],
-          clients: (spec.dial ?? []).map((endpoint) => ({ endpoint, tls: { insecure: true } })),
+          servers: [{ endpoint: `${host}:${spec.port}`, metadata: { local_endpoint: `${host}:${spec.port}` }, tls: spec.serverTls ?? { insecure: true } }],
+          clients: (spec.dial ?? []).map((endpoint) => ({ endpoint, tls: spec.clientTls ?? { insecure: true } })),
           ...spec.extraDataplane,
         },
       },
