@@ -70,6 +70,27 @@ type Verification = 'spiffe' | 'pki' | 'none';
 
 const verifiedPeers = new WeakMap<object, string>();
 
+/**
+ * Connections sharing a Workload API stream (the seed names one socket in every tls block);
+ * the stream closes with the last of them, so a program that closes its connections can exit.
+ */
+const sourceUsers = new Map<X509Source, number>();
+
+function acquire(src: X509Source): X509Source {
+  sourceUsers.set(src, (sourceUsers.get(src) ?? 0) + 1);
+  return src;
+}
+
+function release(src: X509Source | undefined): void {
+  if (!src) return;
+  const n = (sourceUsers.get(src) ?? 1) - 1;
+  if (n > 0) sourceUsers.set(src, n);
+  else {
+    sourceUsers.delete(src);
+    src.close();
+  }
+}
+
 /** The SPIFFE ID a TLS socket's peer proved, as recorded when it was verified. */
 export function verifiedPeerId(socket: TLSSocket | undefined): string {
   if (!socket) return '';
@@ -132,6 +153,7 @@ export class ConnectionTls extends EventEmitter {
   private readonly log: Logger | undefined;
   private readonly onRefusal: ((e: RefusalEvent) => void) | undefined;
   private readonly unsubscribe: (() => void)[] = [];
+  private closed = false;
 
   private constructor(
     private readonly settings: TlsSettings,
@@ -172,16 +194,17 @@ export class ConnectionTls extends EventEmitter {
     const fail = (key: string, err: unknown): never => {
       throw new TlsSetupError(`${where}.${key}: ${(err as Error).message}`);
     };
-    const spire = async (socketPath: string | undefined, key: string): Promise<X509Source> => {
+    const spire = async (socketPath: string | undefined, key: string, pick?: string): Promise<X509Source> => {
       let src: X509Source;
       try {
-        src = sharedX509Source(socketPath, { logger: opts.logger });
+        src = acquire(sharedX509Source(socketPath, { logger: opts.logger, ...(pick ? { pick } : {}) }));
       } catch (err) {
         return fail(key, err);
       }
       try {
         await src.ready(opts.readyTimeoutMs ?? 10_000);
       } catch (err) {
+        release(src);
         return fail(key, err);
       }
       return src;
@@ -196,7 +219,7 @@ export class ConnectionTls extends EventEmitter {
           opts.logger,
         );
       } else if (c?.type === 'spire') {
-        certSvid = await spire(c.socketPath, 'source.socket_path');
+        certSvid = await spire(c.socketPath, 'source.socket_path', c.spiffeId);
       }
       const a = settings.ca;
       if (a?.type === 'file') {
@@ -214,6 +237,8 @@ export class ConnectionTls extends EventEmitter {
     } catch (err) {
       certFiles?.close();
       caFiles?.close();
+      release(certSvid);
+      release(trust);
       if (err instanceof TlsSetupError) throw err;
       throw new TlsSetupError((err as Error).message);
     }
@@ -264,9 +289,9 @@ export class ConnectionTls extends EventEmitter {
     bundleFor: (td: string): X509Bundle | undefined => this.trust?.bundleFor(td),
   };
 
-  /** Verifies a chain as a SPIFFE peer of this connection. */
-  verifyChain(chain: Buffer[]): SvidVerdict {
-    return verifyX509Svid(chain, this.bundles, { authorizer: authorizeMemberOf(...this.accepted) });
+  /** Verifies a chain as a SPIFFE peer of this connection (validity at `at`, default now). */
+  verifyChain(chain: Buffer[], at?: Date): SvidVerdict {
+    return verifyX509Svid(chain, this.bundles, { authorizer: authorizeMemberOf(...this.accepted), ...(at ? { at } : {}) });
   }
 
   private refuse(direction: RefusalEvent['direction'], peer: string, reason: string, message: string, id?: string): PeerVerdict {
@@ -366,21 +391,37 @@ export class ConnectionTls extends EventEmitter {
       const i = this.identity();
       return i ? { certificate: Buffer.from(i.cert), privateKey: Buffer.from(i.key) } : null;
     };
-    this.on('update', () => {
+    const onUpdate = (): void => {
       for (const l of caListeners) l(caNow());
       for (const l of idListeners) l(idNow());
-    });
+    };
+    // Subscribed only while grpc-js listens, so credentials made and dropped do not pile up.
+    const sync = (): void => {
+      this.off('update', onUpdate);
+      if (caListeners.size + idListeners.size > 0) this.on('update', onUpdate);
+    };
+    // First delivery on the next tick: a grpc-js server registers its own watcher only after
+    // adding ours, and a synchronous first update would be lost (connections then dropped
+    // until the next rotation). grpc-js's FileWatcherCertificateProvider defers the same way.
     return {
       addCaCertificateListener: (l) => {
         caListeners.add(l);
-        l(caNow());
+        sync();
+        process.nextTick(() => caListeners.has(l) && l(caNow()));
       },
-      removeCaCertificateListener: (l) => caListeners.delete(l),
+      removeCaCertificateListener: (l) => {
+        caListeners.delete(l);
+        sync();
+      },
       addIdentityCertificateListener: (l) => {
         idListeners.add(l);
-        l(idNow());
+        sync();
+        process.nextTick(() => idListeners.has(l) && l(idNow()));
       },
-      removeIdentityCertificateListener: (l) => idListeners.delete(l),
+      removeIdentityCertificateListener: (l) => {
+        idListeners.delete(l);
+        sync();
+      },
     };
   }
 
@@ -395,8 +436,10 @@ export class ConnectionTls extends EventEmitter {
 
   /**
    * grpc-js server credentials. OpenSSL checks client chains against the accepted trust domains'
-   * bundles (grpc-js exposes no hook before calls), and verifyGrpcCall applies the SPIFFE rules
-   * per call.
+   * bundles, and verifyGrpcCall applies the SPIFFE rules per call. A client OpenSSL rejects is
+   * dropped without a log line: grpc-js offers no hook between handshake and first call (its
+   * auth context is empty for unverified sockets), and letting such clients through to the
+   * handler would make every handler responsible for refusing them.
    */
   grpcServerCredentials(): grpc.ServerCredentials {
     if (!this.hasCertificate) throw new TlsSetupError(`${this.where}: a TLS server needs tls.source (a certificate and key), or tls.insecure: true for plaintext`);
@@ -414,14 +457,20 @@ export class ConnectionTls extends EventEmitter {
     const cert = call.getAuthContext()?.sslPeerCertificate;
     if (!cert?.raw) return this.refuse('inbound', peer, 'no_certificate', 'the peer presented no verified certificate');
     if (this.verification === 'pki') return { ok: true, id: spiffeUriSan(cert) ?? '' };
-    const v = this.verifyChain([cert.raw]);
+    // Judged as at the handshake (OpenSSL checked validity then): a long-lived connection must
+    // not start failing its calls when the SVID it was opened with expires.
+    const v = this.verifyChain([cert.raw], new Date(Math.min(Date.now(), Date.parse(cert.valid_to) - 1000)));
     return v.ok ? { ok: true, id: v.id.id } : this.refuse('inbound', peer, v.reason, v.message, v.id);
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     for (const u of this.unsubscribe) u();
     this.certFiles?.close();
     this.caFiles?.close();
+    release(this.certSvid);
+    release(this.trust);
     this.removeAllListeners();
   }
 }

@@ -1,13 +1,15 @@
 // npm run demo: two SLIM nodes standing in for two clusters (cluster-a and cluster-b), alice
-// (receiver) on cluster-a's node, bob (sender) on cluster-b's node. Bob sends 10 messages to
-// org/ns/alice and waits for each reply. Prints what happens and stops everything it started,
-// also on Ctrl-C. Exits 0 only when bob got all 10 replies.
+// (receiver) on cluster-a's node, bob (sender) on cluster-b's node, every hop mutual TLS with
+// SPIFFE identities from the dev issuer (one Workload API socket per workload, the seed's three
+// federated trust domains). Bob sends 10 messages to org/ns/alice and waits for each reply.
+// Prints what happens and stops everything it started, also on Ctrl-C. Exits 0 only when bob
+// got all 10 replies.
 //
-// The controller, SPIFFE identities and the third (admin) cluster of the seed deployment join
-// this demo as they are built; the node and app configs here are the same shape the charts use.
+// The controller and the admin cluster of the seed deployment join this demo with the
+// controller; the node and app configs here are the same shape the charts use.
 
 import { ProcessGroup, freePort, type ManagedProcess } from '../harness/processes.js';
-import { localNodeConfig, scratchDir, writeConfig } from '../harness/node-config.js';
+import { localNodeConfig, scratchDir, spireTls, writeConfig } from '../harness/node-config.js';
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
 const group = new ProcessGroup();
@@ -37,7 +39,7 @@ async function metrics(port: number): Promise<Map<string, number>> {
 
 function watchExit(p: ManagedProcess): void {
   void p.exited.then(({ code }) => {
-    if (!stopping && code !== 0 && p.label.startsWith('node')) {
+    if (!stopping && code !== 0 && (p.label.startsWith('node') || p.label === 'dev issuer')) {
       say(`✗ ${p.label} exited with code ${code}:\n${p.tail(10)}`);
       void shutdown(1);
     }
@@ -47,27 +49,65 @@ function watchExit(p: ManagedProcess): void {
 async function main(): Promise<void> {
   const dir = scratchDir('slim-demo');
   const [portA, portB, opsA, opsB] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  say('SLIM-TS demo: bob in cluster-b sends 10 messages to alice in cluster-a');
+  say('SLIM-TS demo: bob in cluster-b sends 10 messages to alice in cluster-a, mTLS with SPIFFE IDs on every hop');
   say('');
 
-  const cfgA = writeConfig(dir, 'slim-a.yaml', localNodeConfig({ nodeId: 'slim-a', group: 'cluster-a.example', port: portA, opsPort: opsA }));
+  // The dev issuer plays SPIRE: one CA per trust domain, federated bundles, one socket per workload.
+  const ids = {
+    'slim-a': 'spiffe://cluster-a.example/ns/slim/sa/slim',
+    'slim-b': 'spiffe://cluster-b.example/ns/slim/sa/slim',
+    alice: 'spiffe://cluster-a.example/ns/default/sa/alice',
+    bob: 'spiffe://cluster-b.example/ns/default/sa/bob',
+  };
+  const sock = (name: keyof typeof ids): string => `${dir}/spire/${name}.sock`;
+  const issuerCfg = writeConfig(dir, 'dev-issuer.yaml', {
+    trust_domains: ['admin.example', 'cluster-a.example', 'cluster-b.example'],
+    svid_ttl: '1h',
+    workloads: Object.entries(ids).map(([name, id]) => ({ socket: sock(name as keyof typeof ids), spiffe_id: id })),
+  });
+  const issuer = group.spawn('dev issuer', 'slim-dev-issuer', ['--config', issuerCfg]);
+  watchExit(issuer);
+  await issuer.waitForLine(/"msg":"dev issuer ready"/);
+  say('▸ dev issuer: trust domains admin.example, cluster-a.example, cluster-b.example (federated); a Workload API socket per workload');
+
+  // As in the seed: each node accepts its own trust domain and the other workload cluster's.
+  const cfgA = writeConfig(
+    dir,
+    'slim-a.yaml',
+    localNodeConfig({
+      nodeId: 'slim-a',
+      group: 'cluster-a.example',
+      port: portA,
+      opsPort: opsA,
+      serverTls: spireTls(sock('slim-a'), ['cluster-b.example']),
+    }),
+  );
   const cfgB = writeConfig(
     dir,
     'slim-b.yaml',
-    localNodeConfig({ nodeId: 'slim-b', group: 'cluster-b.example', port: portB, opsPort: opsB, dial: [`http://127.0.0.1:${portA}`] }),
+    localNodeConfig({
+      nodeId: 'slim-b',
+      group: 'cluster-b.example',
+      port: portB,
+      opsPort: opsB,
+      dial: [`https://127.0.0.1:${portA}`],
+      serverTls: spireTls(sock('slim-b'), ['cluster-a.example']),
+      clientTls: spireTls(sock('slim-b'), ['cluster-a.example']),
+    }),
   );
   const nodeA = group.spawn('node slim-a', 'slim-node', ['--config', cfgA]);
   watchExit(nodeA);
   await nodeA.waitForLine(/"msg":"slim-node started"/);
-  say(`▸ node slim-a (group cluster-a.example) serving on 127.0.0.1:${portA}   config: ${cfgA}`);
+  say(`▸ node slim-a (group cluster-a.example, ${ids['slim-a']}) serving mTLS on 127.0.0.1:${portA}   config: ${cfgA}`);
   const nodeB = group.spawn('node slim-b', 'slim-node', ['--config', cfgB]);
   watchExit(nodeB);
   await nodeB.waitForLine(/"msg":"slim-node started"/);
-  say(`▸ node slim-b (group cluster-b.example) serving on 127.0.0.1:${portB}, dialling slim-a`);
+  say(`▸ node slim-b (group cluster-b.example, ${ids['slim-b']}) serving mTLS on 127.0.0.1:${portB}, dialling slim-a`);
   await nodeB.waitForLine((l) => l.includes('"msg":"link up"') && l.includes('node slim-a'));
-  say('▸ link up: slim-b → slim-a (one pooled HTTP/2 connection, remote-group link)');
+  say('▸ link up: slim-b → slim-a (one pooled HTTP/2 connection, remote-group link; each side verified the other\'s SVID against its trust domain\'s bundle)');
 
-  const alice = group.spawn('alice', 'slim-receiver', ['--local', 'org/ns/alice', '--slim', `http://127.0.0.1:${portA}`], {
+  const slimArg = (port: number, name: keyof typeof ids): string => JSON.stringify({ endpoint: `https://127.0.0.1:${port}`, tls: spireTls(sock(name)) });
+  const alice = group.spawn('alice', 'slim-receiver', ['--local', 'org/ns/alice', '--slim', slimArg(portA, 'alice')], {
     echo: (line) => say(`    [alice] ${line}`),
   });
   await alice.waitForLine(/waiting for messages/);
@@ -76,11 +116,12 @@ async function main(): Promise<void> {
   const bob = group.spawn(
     'bob',
     'slim-sender',
-    ['--local', 'org/ns/bob', '--remote', 'org/ns/alice', '--slim', `http://127.0.0.1:${portB}`, '--message', 'hello', '--iterations', '10'],
+    ['--local', 'org/ns/bob', '--remote', 'org/ns/alice', '--slim', slimArg(portB, 'bob'), '--message', 'hello', '--iterations', '10'],
     { echo: (line) => say(`    [bob]   ${line}`) },
   );
   const { code } = await bob.exited;
   say('');
+
 
   const [ma, mb] = [await metrics(opsA), await metrics(opsB)];
   const pub = (m: Map<string, number>, k: string): number => m.get(`${k}{type="publish"}`) ?? 0;
@@ -89,7 +130,10 @@ async function main(): Promise<void> {
   say(`  slim-a: received ${pub(ma, 'slim_messages_received_total')} publishes (bob's 10 via slim-b + alice's 10 replies), sent ${pub(ma, 'slim_messages_sent_total')}`);
   say(`  dropped: slim-a ${sumDropped(ma)}, slim-b ${sumDropped(mb)}`);
   say('');
-  if (code === 0) say('✓ bob got all 10 replies: bob → slim-b → slim-a → alice → slim-a → slim-b → bob');
+  if (code === 0) {
+    say('✓ bob got all 10 replies: bob → slim-b → slim-a → alice → slim-a → slim-b → bob');
+    say('  each message carried the identity its sender\'s node proved from the sender\'s certificate (not what the app claimed)');
+  }
   else say(`✗ bob exited with code ${code}: not every message got its reply`);
   await shutdown(code === 0 ? 0 : 1);
 }
@@ -101,6 +145,6 @@ function sumDropped(m: Map<string, number>): number {
 }
 
 main().catch(async (err: Error) => {
-  say(`✗ demo failed: ${err.message}`);
+  say(`✗ demo failed: ${err.message}${err.cause ? ` (${(err.cause as Error).message})` : ""}`);
   await shutdown(1);
 });

@@ -174,3 +174,18 @@ describe('refused certificates', () => {
     });
   }
 });
+
+describe('a node without its Workload API', () => {
+  it('exits 2 naming the config key and the missing socket, before any port opens', { timeout: 30_000 }, async () => {
+    const port = await freePort();
+    const doc = localNodeConfig({ nodeId: 'lonely', group: 'cluster-a.example', port, serverTls: spireTls('/tmp/slim-no-such-dir/api.sock') });
+    const proc = group.spawn('lonely', 'slim-node', ['--config', writeConfig(scratchDir('slim-id'), 'lonely.yaml', doc)]);
+    const { code } = await proc.exited;
+    expect(code).toBe(2);
+    const out = proc.lines.join('\n');
+    expect(out).toContain('services.slim/0.dataplane.servers[0].tls.source.socket_path');
+    expect(out).toContain('unix:/tmp/slim-no-such-dir/api.sock');
+    expect(out).toMatch(/no such socket/);
+    expect(out).not.toContain('data-plane server listening');
+  });
+});
