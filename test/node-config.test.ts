@@ -410,3 +410,30 @@ describe('spellings and defaults', () => {
     expect(cfg.servers[0]!.localEndpoint).toBe('[fd00::4]:46357');
   });
 });
+
+describe('the example configs', () => {
+  it('load through the validator (SPIFFE ones included)', () => {
+    const a = loadNodeConfig(join(import.meta.dirname, '../examples/node-a-spire.yaml'), {});
+    expect(a.servers[0]!.tls).toMatchObject({
+      cert: { type: 'spire', socketPath: 'unix:/tmp/slim-dev-issuer/cluster-a/slim-0.sock' },
+      ca: { type: 'spire', trustDomains: ['cluster-b.example'] },
+    });
+    const b = loadNodeConfig(join(import.meta.dirname, '../examples/node-b-spire.yaml'), {});
+    expect(b.clients[0]!.tls.ca).toMatchObject({ type: 'spire', trustDomains: ['cluster-a.example'] });
+    for (const f of ['node-a.yaml', 'node-b.yaml', 'node-mtls.yaml']) expect(() => loadNodeConfig(join(import.meta.dirname, '../examples', f), { SLIM_TLS_DIR: '/tls' })).not.toThrow();
+  });
+
+  it('names a bad trust domain by its key', () => {
+    const doc = {
+      services: {
+        'slim/0': {
+          node_id: 'n',
+          dataplane: {
+            servers: [{ endpoint: '0.0.0.0:1', tls: { source: { type: 'spire' }, ca_source: { type: 'spire', trust_domains: ['Cluster-B.example'] } } }],
+          },
+        },
+      },
+    };
+    expect(() => parseNodeConfig(JSON.stringify(doc))).toThrow(/dataplane\.servers\[0\]\.tls\.ca_source\.trust_domains\[0\].*lowercase/);
+  });
+});

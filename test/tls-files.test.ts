@@ -1,7 +1,9 @@
 // File-based TLS on every link: mTLS between apps and nodes and between nodes, the identity an
 // app's certificate proves stamped on its messages, and refusals of peers that prove nothing.
 
-import { renameSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, renameSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { SlimApp, defaultInstanceId, type ReceivedMessage } from '../client/slim-app.js';
@@ -144,6 +146,49 @@ describe('file TLS', () => {
     cleanups.push(() => node.stop());
     await app.ready(10_000);
     expect(app.isReady).toBe(true);
+  });
+});
+
+describe('certificate files rewritten', () => {
+  it('are picked up by new handshakes while established links carry on', async () => {
+    const dir = scratchDir('slim-tls');
+    const ca = makeCa(dir, 'cluster');
+    const first = makeLeaf(ca, 'node', 'spiffe://cluster-a.example/slim/node');
+    const appLeaf = makeLeaf(ca, 'app', 'spiffe://cluster-a.example/ns/default/sa/app');
+    const port = await freePort();
+    const node = new SlimNode(parseNodeConfig(JSON.stringify(nodeYaml('n1', port, first, ca))), pino({ level: 'silent' }));
+    await node.start();
+    cleanups.push(() => node.stop());
+    const slim = JSON.stringify({ endpoint: `https://localhost:${port}`, tls: tlsBlock(appLeaf, ca) });
+    const echo = await SlimApp.connect({ name: 'org/ns/echo', slim });
+    cleanups.push(() => echo.close());
+    echo.onMessage((m) => echo.reply(m, m.payload));
+    const servedSerial = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port, ca: readFileSync(ca.cert), servername: 'localhost', rejectUnauthorized: false }, () => {
+          resolve(s.getPeerCertificate().serialNumber);
+          s.destroy();
+        });
+        s.on('error', reject);
+      });
+    const before = await servedSerial();
+    // Rotate the node's certificate the way a secret update does: new files swapped in.
+    const second = makeLeaf(ca, 'node-2', 'spiffe://cluster-a.example/slim/node');
+    renameSync(second.cert, first.cert);
+    renameSync(second.key, first.key);
+    const deadline = Date.now() + 5000;
+    let after = before;
+    while (after === before && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      after = await servedSerial();
+    }
+    expect(after).not.toBe(before);
+    expect(after).toBe(new X509Certificate(readFileSync(first.cert)).serialNumber);
+    // The app connected before the rotation still works, and so does a new one.
+    const client = await SlimApp.connect({ name: 'org/ns/client', slim });
+    cleanups.push(() => client.close());
+    expect((await client.request('org/ns/echo', 'after rotation')).payload.toString()).toBe('after rotation');
+    expect(echo.isReady).toBe(true);
   });
 });
 
