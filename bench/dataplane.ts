@@ -1,15 +1,18 @@
 // npm run bench: the two-hop data-plane path (sender -> node B -> node A -> receiver, each its
-// own process, plaintext) next to a raw node:http2 relay chain of the same shape (sender ->
-// relay -> relay -> receiver: gRPC framing, no parsing, no routing), in one invocation, so the
-// ratio is what to read: absolute numbers move with the machine.
+// own process), plaintext and with SPIFFE mTLS on every hop (identities from the dev issuer, as
+// the seed's cross-cluster path runs), next to a raw node:http2 relay chain of the same shape
+// (sender -> relay -> relay -> receiver: gRPC framing, no parsing, no routing, no TLS), in one
+// invocation, so the ratios are what to read: absolute numbers move with the machine.
 //
 // Options: --sizes 100,1024  --count N (messages per throughput run)  --rate 1000  --seconds 5
-//          --repeat 3 (latency runs per path, alternating slim and raw; the median p99 is reported,
+//          --repeat 3 (latency runs per path, alternating paths; the median p99 is reported,
 //          with the range: on a shared 2-core VM one run's tail can move by milliseconds)
-//          --only throughput|latency   --paths slim,raw
+//          --only throughput|latency   --paths slim,slim-mtls,raw
 
 import { ProcessGroup, freePort, type ManagedProcess } from '../harness/processes.js';
-import { localNodeConfig, scratchDir, writeConfig } from '../harness/node-config.js';
+import { writeFileSync } from 'node:fs';
+import { localNodeConfig, scratchDir, spireTls, writeConfig } from '../harness/node-config.js';
+import { mintCa, mintSvid } from '../identity/x509-mint.js';
 
 interface Latency {
   p50: number;
@@ -36,8 +39,9 @@ const RATE = Number(arg('rate', '1000'));
 const SECONDS = Number(arg('seconds', '5'));
 const REPEAT = Number(arg('repeat', '3'));
 const ONLY = arg('only', 'both');
-const PATHS = new Set(arg('paths', 'slim,raw').split(','));
-const wants = (what: 'throughput' | 'latency', path: 'slim' | 'raw'): boolean => (ONLY === 'both' || ONLY === what) && PATHS.has(path);
+type PathName = 'slim' | 'slim-mtls' | 'raw' | 'raw-tls';
+const PATHS = new Set(arg('paths', 'slim,slim-mtls,raw,raw-tls').split(','));
+const wants = (what: 'throughput' | 'latency', path: PathName): boolean => (ONLY === 'both' || ONLY === what) && PATHS.has(path);
 const NONE: Latency = { p50: NaN, p99: NaN, lost: 0 };
 
 function median(xs: number[]): number {
@@ -71,31 +75,74 @@ async function waitForMetric(port: number, pattern: RegExp, timeoutMs = 10_000):
   throw new Error(`metric ${pattern} not seen on :${port} within ${timeoutMs} ms`);
 }
 
-/** Two nodes in two groups, B dialling A; returns their data ports and B's metrics port. */
-async function startNodes(group: ProcessGroup): Promise<{ a: number; b: number; bOps: number }> {
+interface TwoNodes {
+  bOps: number;
+  /** --slim arguments for an app on node A (the receiving end) and on node B (the sending end). */
+  appA: string;
+  appB: string;
+}
+
+/**
+ * Two nodes in two groups, B dialling A. With `mtls`, a dev issuer serves every process its
+ * SVID (two trust domains accepting each other, as in the seed) and every hop is mutual TLS.
+ */
+async function startNodes(group: ProcessGroup, mtls: boolean): Promise<TwoNodes> {
   const dir = scratchDir('slim-bench');
   const [a, b, bOps] = [await freePort(), await freePort(), await freePort()];
-  const cfgA = writeConfig(dir, 'a.yaml', localNodeConfig({ nodeId: 'bench-a', group: 'cluster-a.example', port: a, logLevel: 'warn' }));
+  const sock = (name: string): string => `${dir}/${name}.sock`;
+  if (mtls) {
+    const issuer = group.spawn('dev-issuer', 'slim-dev-issuer', [
+      '--config',
+      writeConfig(dir, 'issuer.yaml', {
+        trust_domains: ['cluster-a.example', 'cluster-b.example'],
+        workloads: [
+          { socket: sock('node-a'), spiffe_id: 'spiffe://cluster-a.example/ns/slim/sa/slim' },
+          { socket: sock('node-b'), spiffe_id: 'spiffe://cluster-b.example/ns/slim/sa/slim' },
+          { socket: sock('app-a'), spiffe_id: 'spiffe://cluster-a.example/ns/bench/sa/receiver' },
+          { socket: sock('app-b'), spiffe_id: 'spiffe://cluster-b.example/ns/bench/sa/sender' },
+        ],
+      }),
+    ]);
+    await issuer.waitForLine(/"msg":"dev issuer ready"/);
+  }
+  const tlsOf = (name: string, other: string): Record<string, unknown> | undefined => (mtls ? spireTls(sock(name), [other]) : undefined);
+  const scheme = mtls ? 'https' : 'http';
+  const cfgA = writeConfig(
+    dir,
+    'a.yaml',
+    localNodeConfig({ nodeId: 'bench-a', group: 'cluster-a.example', port: a, logLevel: 'warn', serverTls: tlsOf('node-a', 'cluster-b.example') }),
+  );
   const cfgB = writeConfig(
     dir,
     'b.yaml',
-    localNodeConfig({ nodeId: 'bench-b', group: 'cluster-b.example', port: b, opsPort: bOps, dial: [`http://127.0.0.1:${a}`], logLevel: 'warn' }),
+    localNodeConfig({
+      nodeId: 'bench-b',
+      group: 'cluster-b.example',
+      port: b,
+      opsPort: bOps,
+      dial: [`${scheme}://127.0.0.1:${a}`],
+      logLevel: 'warn',
+      serverTls: tlsOf('node-b', 'cluster-a.example'),
+      clientTls: tlsOf('node-b', 'cluster-a.example'),
+    }),
   );
   group.spawn('node-a', 'slim-node', ['--config', cfgA]);
   group.spawn('node-b', 'slim-node', ['--config', cfgB]);
   await waitForMetric(bOps, /slim_links\{kind="remote_group"[^}]*\} 1/);
-  return { a, b, bOps };
+  const app = (port: number, name: string): string =>
+    mtls ? JSON.stringify({ endpoint: `https://127.0.0.1:${port}`, tls: spireTls(sock(name)) }) : `http://127.0.0.1:${port}`;
+  return { bOps, appA: app(a, 'app-a'), appB: app(b, 'app-b') };
 }
 
-async function slimThroughput(size: number): Promise<number> {
+async function slimThroughput(size: number, mtls: boolean): Promise<number> {
   const group = new ProcessGroup();
   try {
-    const { a, b, bOps } = await startNodes(group);
-    const recv = group.spawn('slim-recv', 'bench-worker', ['slim-recv', `http://127.0.0.1:${a}`, String(COUNT)]);
+    const { appA, appB, bOps } = await startNodes(group, mtls);
+    const recv = group.spawn('slim-recv', 'bench-worker', ['slim-recv', appA, String(COUNT)]);
     await recv.waitForJson(['ready']);
     // The receiver's interest reaches B over the node link; start once B can route.
     await waitForMetric(bOps, /slim_subscriptions\{[^}]*\} 1/);
-    group.spawn('slim-send', 'bench-worker', ['slim-send', `http://127.0.0.1:${b}`, String(COUNT), String(size)]);
+    group.spawn('slim-send', 'bench-worker', ['slim-send', appB, String(COUNT), String(size)]);
     const r = await recv.waitForJson<{ rate: number }>(['rate'], 120_000);
     return r.rate;
   } finally {
@@ -103,14 +150,14 @@ async function slimThroughput(size: number): Promise<number> {
   }
 }
 
-async function slimLatency(size: number): Promise<Latency> {
+async function slimLatency(size: number, mtls: boolean): Promise<Latency> {
   const group = new ProcessGroup();
   try {
-    const { a, b, bOps } = await startNodes(group);
-    const echo = group.spawn('slim-echo', 'bench-worker', ['slim-echo', `http://127.0.0.1:${a}`]);
+    const { appA, appB, bOps } = await startNodes(group, mtls);
+    const echo = group.spawn('slim-echo', 'bench-worker', ['slim-echo', appA]);
     await echo.waitForJson(['ready']);
     await waitForMetric(bOps, /slim_subscriptions\{[^}]*\} 1/);
-    const rtt = group.spawn('slim-rtt', 'bench-worker', ['slim-rtt', `http://127.0.0.1:${b}`, String(RATE), String(SECONDS), String(size)]);
+    const rtt = group.spawn('slim-rtt', 'bench-worker', ['slim-rtt', appB, String(RATE), String(SECONDS), String(size)]);
     const r = await rtt.waitForJson<{ p50: number; p99: number; sent: number; received: number }>(['p99'], SECONDS * 1000 + 30_000);
     return { p50: r.p50, p99: r.p99, lost: r.sent - r.received };
   } finally {
@@ -118,26 +165,41 @@ async function slimLatency(size: number): Promise<Latency> {
   }
 }
 
+let rawTlsEnv: Record<string, string> | undefined;
+
+/** A certificate for the raw TLS chain (EC P-256, as SPIRE issues). */
+async function rawTlsFiles(): Promise<Record<string, string>> {
+  if (!rawTlsEnv) {
+    const dir = scratchDir('slim-bench-tls');
+    const svid = await mintSvid(await mintCa({ trustDomain: 'bench.example' }), { uris: ['spiffe://bench.example/raw'] });
+    writeFileSync(`${dir}/cert.pem`, svid.certPem);
+    writeFileSync(`${dir}/key.pem`, svid.keyPem);
+    rawTlsEnv = { BENCH_TLS_CERT: `${dir}/cert.pem`, BENCH_TLS_KEY: `${dir}/key.pem` };
+  }
+  return rawTlsEnv;
+}
+
 /** sender -> relay1 -> relay2 -> sink, every hop its own process. */
-async function rawChain(group: ProcessGroup, sinkMode: string[], sinkPort: number): Promise<ManagedProcess> {
+async function rawChain(group: ProcessGroup, sinkMode: string[], sinkPort: number, env?: Record<string, string>): Promise<ManagedProcess> {
   const [r1, r2] = [await freePort(), await freePort()];
-  const sink = group.spawn('raw-sink', 'bench-worker', sinkMode);
+  const sink = group.spawn('raw-sink', 'bench-worker', sinkMode, { env });
   await sink.waitForJson(['ready']);
-  const relay2 = group.spawn('raw-relay2', 'bench-worker', ['raw-relay', String(r2), `http://127.0.0.1:${sinkPort}`]);
+  const relay2 = group.spawn('raw-relay2', 'bench-worker', ['raw-relay', String(r2), `http://127.0.0.1:${sinkPort}`], { env });
   await relay2.waitForJson(['ready']);
-  const relay1 = group.spawn('raw-relay1', 'bench-worker', ['raw-relay', String(r1), `http://127.0.0.1:${r2}`]);
+  const relay1 = group.spawn('raw-relay1', 'bench-worker', ['raw-relay', String(r1), `http://127.0.0.1:${r2}`], { env });
   await relay1.waitForJson(['ready']);
   (sink as ManagedProcess & { entry?: number }).entry = r1;
   return sink;
 }
 
-async function rawThroughput(size: number): Promise<number> {
+async function rawThroughput(size: number, tls: boolean): Promise<number> {
   const group = new ProcessGroup();
   try {
     const port = await freePort();
-    const sink = await rawChain(group, ['raw-recv', String(port), String(COUNT)], port);
+    const env = tls ? await rawTlsFiles() : undefined;
+    const sink = await rawChain(group, ['raw-recv', String(port), String(COUNT)], port, env);
     const entry = (sink as ManagedProcess & { entry?: number }).entry!;
-    group.spawn('raw-send', 'bench-worker', ['raw-send', `http://127.0.0.1:${entry}`, String(COUNT), String(size)]);
+    group.spawn('raw-send', 'bench-worker', ['raw-send', `http://127.0.0.1:${entry}`, String(COUNT), String(size)], { env });
     const r = await sink.waitForJson<{ rate: number }>(['rate'], 120_000);
     return r.rate;
   } finally {
@@ -145,13 +207,14 @@ async function rawThroughput(size: number): Promise<number> {
   }
 }
 
-async function rawLatency(size: number): Promise<Latency> {
+async function rawLatency(size: number, tls: boolean): Promise<Latency> {
   const group = new ProcessGroup();
   try {
     const port = await freePort();
-    const sink = await rawChain(group, ['raw-echo', String(port)], port);
+    const env = tls ? await rawTlsFiles() : undefined;
+    const sink = await rawChain(group, ['raw-echo', String(port)], port, env);
     const entry = (sink as ManagedProcess & { entry?: number }).entry!;
-    const rtt = group.spawn('raw-rtt', 'bench-worker', ['raw-rtt', `http://127.0.0.1:${entry}`, String(RATE), String(SECONDS), String(size)]);
+    const rtt = group.spawn('raw-rtt', 'bench-worker', ['raw-rtt', `http://127.0.0.1:${entry}`, String(RATE), String(SECONDS), String(size)], { env });
     const r = await rtt.waitForJson<{ p50: number; p99: number; sent: number; received: number }>(['p99'], SECONDS * 1000 + 30_000);
     return { p50: r.p50, p99: r.p99, lost: r.sent - r.received };
   } finally {
@@ -162,44 +225,56 @@ async function rawLatency(size: number): Promise<Latency> {
 const fmtRate = (r: number): string => `${Math.round(r).toLocaleString('en-US')}`;
 const fmtMs = (ms: number): string => `${ms.toFixed(2)} ms`;
 
+const LABELS: Record<PathName, string> = {
+  slim: 'slim, plaintext: sender → node B → node A → receiver',
+  'slim-mtls': 'slim, SPIFFE mTLS on every hop (same path)',
+  raw: 'raw node:http2 relay chain (same shape, plaintext)',
+  'raw-tls': 'raw node:http2 relay chain, mutual TLS on every hop',
+};
+
 async function main(): Promise<void> {
-  const rows: Row[] = [];
+  const rows: (Row & { key: PathName })[] = [];
+  const order: PathName[] = (['slim', 'slim-mtls', 'raw', 'raw-tls'] as const).filter((p) => PATHS.has(p));
+  const throughput = (p: PathName, size: number): Promise<number> =>
+    p.startsWith('raw') ? rawThroughput(size, p === 'raw-tls') : slimThroughput(size, p === 'slim-mtls');
+  const latency = (p: PathName, size: number): Promise<Latency> =>
+    p.startsWith('raw') ? rawLatency(size, p === 'raw-tls') : slimLatency(size, p === 'slim-mtls');
   for (const size of SIZES) {
-    let slimRate = NaN;
-    let rawRate = NaN;
-    if (wants('throughput', 'slim')) {
-      progress(`${size} B: slim two-hop throughput (${COUNT.toLocaleString('en-US')} messages)`);
-      slimRate = await slimThroughput(size);
+    const rate = new Map<PathName, number>();
+    for (const p of order) {
+      if (!wants('throughput', p)) continue;
+      progress(`${size} B: ${p} throughput (${COUNT.toLocaleString('en-US')} messages)`);
+      rate.set(p, await throughput(p, size));
     }
-    if (wants('throughput', 'raw')) {
-      progress(`${size} B: raw http2 relay throughput`);
-      rawRate = await rawThroughput(size);
-    }
-    const slimRuns: Latency[] = [];
-    const rawRuns: Latency[] = [];
-    for (let i = 1; i <= REPEAT && (wants('latency', 'slim') || wants('latency', 'raw')); i++) {
+    const runs = new Map<PathName, Latency[]>(order.map((p) => [p, []]));
+    for (let i = 1; i <= REPEAT && order.some((p) => wants('latency', p)); i++) {
       progress(`${size} B: RTT at ${RATE} req/s for ${SECONDS} s, run ${i}/${REPEAT}`);
-      if (wants('latency', 'slim')) slimRuns.push(await slimLatency(size));
-      if (wants('latency', 'raw')) rawRuns.push(await rawLatency(size));
+      for (const p of order) if (wants('latency', p)) runs.get(p)!.push(await latency(p, size));
     }
-    const slimLat = combine(slimRuns.length ? slimRuns : [NONE]);
-    const rawLat = combine(rawRuns.length ? rawRuns : [NONE]);
-    rows.push({ size, path: 'slim: sender → node B → node A → receiver', rate: slimRate, ...slimLat });
-    rows.push({ size, path: 'raw node:http2 relay chain (same shape)', rate: rawRate, ...rawLat });
+    for (const p of order) {
+      const r = runs.get(p)!;
+      rows.push({ key: p, size, path: LABELS[p], rate: rate.get(p) ?? NaN, ...combine(r.length ? r : [NONE]) });
+    }
   }
   const range = (r: Row): string => `${fmtMs(Math.min(...r.p99s))}–${fmtMs(Math.max(...r.p99s))}`;
+  const find = (s: number, p: PathName): Row | undefined => rows.find((r) => r.size === s && r.key === p);
+  const ratio = (s: number, p: PathName, q: PathName): string => {
+    const [x, y] = [find(s, p), find(s, q)];
+    return x && y ? `${(x.rate / y.rate).toFixed(2)} | ${fmtMs(x.p50 - y.p50)} | ${fmtMs(x.p99 - y.p99)}` : 'n/a | n/a | n/a';
+  };
   const lines = [
     `| payload | path | throughput (msgs/s) | RTT p50 @${RATE}/s | RTT p99 @${RATE}/s (median of ${REPEAT}) | p99 range | replies lost |`,
     '|---|---|---:|---:|---:|---:|---:|',
     ...rows.map((r) => `| ${r.size} B | ${r.path} | ${fmtRate(r.rate)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${range(r)} | ${r.lost} |`),
     '',
-    '| payload | slim / raw throughput | slim − raw RTT p50 | slim − raw RTT p99 |',
-    '|---|---:|---:|---:|',
-    ...SIZES.map((s) => {
-      const slim = rows.find((r) => r.size === s && r.path.startsWith('slim'))!;
-      const raw = rows.find((r) => r.size === s && r.path.startsWith('raw'))!;
-      return `| ${s} B | ${(slim.rate / raw.rate).toFixed(2)} | ${fmtMs(slim.p50 - raw.p50)} | ${fmtMs(slim.p99 - raw.p99)} |`;
-    }),
+    '| payload | comparison | throughput ratio | Δ RTT p50 | Δ RTT p99 |',
+    '|---|---|---:|---:|---:|',
+    ...SIZES.flatMap((s) => [
+      `| ${s} B | slim plaintext vs raw | ${ratio(s, 'slim', 'raw')} |`,
+      `| ${s} B | slim mTLS vs raw mTLS | ${ratio(s, 'slim-mtls', 'raw-tls')} |`,
+      `| ${s} B | slim: mTLS vs plaintext (what TLS costs us) | ${ratio(s, 'slim-mtls', 'slim')} |`,
+      `| ${s} B | raw: TLS vs plaintext (what TLS costs Node) | ${ratio(s, 'raw-tls', 'raw')} |`,
+    ]),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

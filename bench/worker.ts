@@ -8,6 +8,7 @@
 //   raw-*      the same roles over plain node:http2 with gRPC framing, no routing
 //   raw-relay  LISTEN_PORT NEXT_URL  pipe every stream to the next hop, both directions
 
+import { readFileSync } from 'node:fs';
 import http2, { type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import { SlimApp } from '../client/slim-app.js';
 import { FrameParser } from '../transport/frame-parser.js';
@@ -133,8 +134,15 @@ async function slimRtt(url: string, rate: number, seconds: number, size: number)
 
 const PATH = '/bench.Raw/Stream';
 
+// BENCH_TLS_CERT/BENCH_TLS_KEY: the raw chain over TLS, to show what TLS itself costs in Node
+// (mutual TLS as the slim path does; the certificates are not verified: handshakes are not timed).
+const TLS = process.env['BENCH_TLS_CERT'] && process.env['BENCH_TLS_KEY']
+  ? { cert: readFileSync(process.env['BENCH_TLS_CERT']), key: readFileSync(process.env['BENCH_TLS_KEY']) }
+  : undefined;
+
 function rawServer(port: number, onStream: (s: ServerHttp2Stream) => void): void {
-  const server = http2.createServer({ settings: HTTP2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY_MB });
+  const opts = { settings: HTTP2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY_MB };
+  const server = TLS ? http2.createSecureServer({ ...opts, ...TLS, requestCert: true, rejectUnauthorized: false }) : http2.createServer(opts);
   server.on('session', tuneSession);
   server.on('stream', (s) => {
     s.respond({ ':status': 200, 'content-type': 'application/grpc' });
@@ -144,7 +152,11 @@ function rawServer(port: number, onStream: (s: ServerHttp2Stream) => void): void
 }
 
 function rawConnect(url: string): ClientHttp2Stream {
-  const session = http2.connect(url, { settings: HTTP2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY_MB });
+  const session = http2.connect(TLS ? url.replace('http:', 'https:') : url, {
+    settings: HTTP2_SETTINGS,
+    maxSessionMemory: MAX_SESSION_MEMORY_MB,
+    ...(TLS ? { ...TLS, rejectUnauthorized: false } : {}),
+  });
   tuneSession(session);
   return session.request({ ':method': 'POST', ':path': PATH, 'content-type': 'application/grpc' });
 }
