@@ -2,7 +2,7 @@
 // --slim JSON, later the controller): plaintext, certificate files, or a SPIFFE Workload API.
 
 import { z } from 'zod';
-import { parseTrustDomain } from '../identity/spiffe-id.js';
+import { parseTrustDomain, spiffeIdProblem } from '../identity/spiffe-id.js';
 
 const spireSocket = z
   .string()
@@ -24,7 +24,13 @@ const certSource = z.discriminatedUnion('type', [
     type: z.literal('spire'),
     socket_path: spireSocket.optional(),
     /** Which of the workload's SVIDs to present; the first one by default. */
-    target_spiffe_id: z.string().optional(),
+    target_spiffe_id: z
+      .string()
+      .superRefine((v, ctx) => {
+        const problem = spiffeIdProblem(v);
+        if (problem) ctx.addIssue({ code: 'custom', message: `not a SPIFFE ID: ${problem}` });
+      })
+      .optional(),
   }),
 ]);
 

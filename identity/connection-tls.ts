@@ -15,10 +15,10 @@
 //   to an unverified server.
 
 import { EventEmitter } from 'node:events';
-import { X509Certificate } from 'node:crypto';
-import { isIP } from 'node:net';
+import { X509Certificate, constants as cryptoConstants } from 'node:crypto';
+import { isIP, type AddressInfo } from 'node:net';
 import type { SecureServerOptions } from 'node:http2';
-import { rootCertificates, type ConnectionOptions, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, rootCertificates, type ConnectionOptions, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { TlsSettings } from '../common/tls-config.js';
@@ -56,6 +56,11 @@ export interface RefusalEvent {
   message: string;
   peer: string;
   id?: string;
+}
+
+export interface GrpcListener {
+  port: number;
+  close(): Promise<void>;
 }
 
 export interface ConnectionTlsOptions {
@@ -154,6 +159,10 @@ export class ConnectionTls extends EventEmitter {
   private readonly onRefusal: ((e: RefusalEvent) => void) | undefined;
   private readonly unsubscribe: (() => void)[] = [];
   private closed = false;
+  /** A peer retrying a bad certificate in a loop must not flood the log (metrics count all). */
+  private readonly logBudget = new LogBudget(20, 10_000, (n) =>
+    this.log?.warn({ tls: this.where, suppressed: n }, `refused ${n} more peers in the last 10 s without logging each (see slim_tls_refusals_total)`),
+  );
 
   private constructor(
     private readonly settings: TlsSettings,
@@ -275,11 +284,6 @@ export class ConnectionTls extends EventEmitter {
     return m?.cert && m.key ? { cert: m.cert, key: m.key } : undefined;
   }
 
-  /** Bundles of the accepted trust domains only (what a grpc-js server hands to OpenSSL). */
-  private acceptedBundlesPem(): string {
-    return this.trust ? this.trust.bundles().pem([...this.accepted]) : '';
-  }
-
   private trustedCaPem(): string | Buffer | undefined {
     if (this.verification === 'spiffe') return this.trust?.bundles().pem();
     return this.caFiles?.current().ca;
@@ -296,7 +300,7 @@ export class ConnectionTls extends EventEmitter {
 
   private refuse(direction: RefusalEvent['direction'], peer: string, reason: string, message: string, id?: string): PeerVerdict {
     const e: RefusalEvent = { direction, reason, message, peer, ...(id ? { id } : {}) };
-    this.log?.warn({ direction, peer, reason, peer_id: id, tls: this.where }, `refused peer: ${message}`);
+    if (this.logBudget.take()) this.log?.warn({ direction, peer, reason, peer_id: id, tls: this.where }, `refused peer: ${message}`);
     this.onRefusal?.(e);
     return { ok: false, reason, message, ...(id ? { id } : {}) };
   }
@@ -311,6 +315,9 @@ export class ConnectionTls extends EventEmitter {
     return {
       cert: id.cert,
       key: id.key,
+      // No session tickets: a resumed session shows the server only the peer's leaf (its
+      // intermediates are gone) and would be judged on a certificate that may since have expired.
+      ...(askClient ? { secureOptions: cryptoConstants.SSL_OP_NO_TICKET } : {}),
       requestCert: askClient,
       // Verified by verifyInbound, so that a refusal is logged and counted (see the top).
       rejectUnauthorized: false,
@@ -435,32 +442,64 @@ export class ConnectionTls extends EventEmitter {
   }
 
   /**
-   * grpc-js server credentials. OpenSSL checks client chains against the accepted trust domains'
-   * bundles, and verifyGrpcCall applies the SPIFFE rules per call. A client OpenSSL rejects is
-   * dropped without a log line: grpc-js offers no hook between handshake and first call (its
-   * auth context is empty for unverified sockets), and letting such clients through to the
-   * handler would make every handler responsible for refusing them.
+   * Serves a grpc-js server (controller channel, admin API) on host:port with this TLS. Our own
+   * TLS listener takes each connection through verifyInbound — the full presented chain, the
+   * same SPIFFE rules, log line and metric as the data plane — and only then hands the socket
+   * to grpc-js. (grpc-js's own TLS path offers no hook between handshake and first call, shows
+   * handlers only the leaf, and drops OpenSSL's refusals without a word.)
    */
-  grpcServerCredentials(): grpc.ServerCredentials {
-    if (!this.hasCertificate) throw new TlsSetupError(`${this.where}: a TLS server needs tls.source (a certificate and key), or tls.insecure: true for plaintext`);
-    const p = this.provider(() => (this.verification === 'spiffe' ? this.acceptedBundlesPem() : this.caFiles?.current().ca));
-    const verify = Boolean(this.settings.ca) && this.verification !== 'none';
-    // grpc-js takes (identity provider, CA provider) despite its parameter names; one provider
-    // serves both roles, so the order cannot go wrong.
-    return grpc.experimental.createCertificateProviderServerCredentials(p, this.settings.ca ? p : null, verify);
+  async serveGrpc(server: grpc.Server, host: string, port: number): Promise<GrpcListener> {
+    // The socket handed over is already TLS: grpc-js speaks HTTP/2 over it as over plain TCP.
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const listener = createTlsServer({ ...this.serverOptions(), ALPNProtocols: ['h2'] });
+    const onUpdate = (): void => listener.setSecureContext(this.serverOptions());
+    this.on('update', onUpdate);
+    const judges = Boolean(this.settings.ca) && this.verification !== 'none';
+    listener.on('secureConnection', (socket: TLSSocket) => {
+      socket.on('error', () => undefined);
+      let verdict: PeerVerdict;
+      try {
+        verdict = this.verifyInbound(socket);
+      } catch (err) {
+        verdict = this.refuse('inbound', `${socket.remoteAddress}:${socket.remotePort}`, 'malformed_certificate', `certificate could not be checked: ${(err as Error).message}`);
+      }
+      if (!verdict.ok) {
+        socket.destroy();
+        return;
+      }
+      // grpc-js shows handlers the peer certificate only on sockets marked authorized; this one
+      // passed our verifier (OpenSSL was told not to judge).
+      if (judges) (socket as { authorized: boolean }).authorized = true;
+      injector.injectConnection(socket);
+    });
+    listener.on('tlsClientError', () => undefined);
+    const addr = await new Promise<AddressInfo>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen(port, host, () => {
+        listener.off('error', reject);
+        resolve(listener.address() as AddressInfo);
+      });
+    });
+    return {
+      port: addr.port,
+      close: () =>
+        new Promise<void>((resolve) => {
+          this.off('update', onUpdate);
+          injector.destroy();
+          listener.close(() => resolve());
+        }),
+    };
   }
 
-  /** The caller's verified SPIFFE ID on a grpc-js server call. */
+  /**
+   * The caller's SPIFFE ID on a grpc-js call served by serveGrpc: its connection was verified
+   * when it was accepted, so this reads the identity it proved.
+   */
   verifyGrpcCall(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null; getPeer(): string }): PeerVerdict {
-    const peer = call.getPeer();
     if (!this.settings.ca || this.verification === 'none') return { ok: true, id: '' };
     const cert = call.getAuthContext()?.sslPeerCertificate;
-    if (!cert?.raw) return this.refuse('inbound', peer, 'no_certificate', 'the peer presented no verified certificate');
-    if (this.verification === 'pki') return { ok: true, id: spiffeUriSan(cert) ?? '' };
-    // Judged as at the handshake (OpenSSL checked validity then): a long-lived connection must
-    // not start failing its calls when the SVID it was opened with expires.
-    const v = this.verifyChain([cert.raw], new Date(Math.min(Date.now(), Date.parse(cert.valid_to) - 1000)));
-    return v.ok ? { ok: true, id: v.id.id } : this.refuse('inbound', peer, v.reason, v.message, v.id);
+    if (!cert?.raw) return this.refuse('inbound', call.getPeer(), 'no_certificate', 'the call did not arrive on a connection this server verified');
+    return { ok: true, id: spiffeUriSan(cert) ?? '' };
   }
 
   close(): void {
@@ -472,6 +511,35 @@ export class ConnectionTls extends EventEmitter {
     release(this.certSvid);
     release(this.trust);
     this.removeAllListeners();
+  }
+}
+
+/** At most `max` lines per window; reports how many were suppressed when the window ends. */
+class LogBudget {
+  private used = 0;
+  private suppressed = 0;
+  private windowEnd = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly windowMs: number,
+    private readonly report: (suppressed: number) => void,
+  ) {}
+
+  take(): boolean {
+    const now = Date.now();
+    if (now >= this.windowEnd) {
+      if (this.suppressed > 0) this.report(this.suppressed);
+      this.windowEnd = now + this.windowMs;
+      this.used = 0;
+      this.suppressed = 0;
+    }
+    if (this.used < this.max) {
+      this.used++;
+      return true;
+    }
+    this.suppressed++;
+    return false;
   }
 }
 

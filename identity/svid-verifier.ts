@@ -41,7 +41,28 @@ export interface VerifyOptions {
  * attempt to make us loop, and SPIRE deployments rarely nest more than two or three CAs.
  */
 const MAX_PATH_DEPTH = 8;
+/**
+ * Checked before anything is parsed: verification runs on the event loop of a server that has
+ * not authenticated the peer yet, and parsing one unseen certificate costs ~2 ms here, so an
+ * unbounded chain (a TLS certificate list holds ~190 small ones) is a cheap way to stall a node.
+ */
+const MAX_CHAIN_CERTS = MAX_PATH_DEPTH + 2;
+const MAX_CHAIN_BYTES = 64 * 1024;
 const CACHE_SIZE = 256;
+
+/**
+ * Extensions this verifier understands. RFC 5280 says a certificate with a critical extension
+ * the verifier does not process must be rejected; name constraints are among those (as in
+ * go-spiffe, which refuses what Go's path validation refuses).
+ */
+const KNOWN_EXTENSIONS = new Set([
+  '2.5.29.19', // basicConstraints
+  '2.5.29.15', // keyUsage
+  '2.5.29.17', // subjectAltName
+  '2.5.29.37', // extKeyUsage
+  '2.5.29.14', // subjectKeyIdentifier
+  '2.5.29.35', // authorityKeyIdentifier
+]);
 
 const KU = x509.KeyUsageFlags;
 
@@ -88,6 +109,9 @@ function parseCertificate(der: Uint8Array): ParsedCert {
     const n = px.getExtensions<x509.Extension>(ext).length;
     if (n > 1) throw new Error(`certificate has ${n} ${name} extensions`);
   }
+  for (const ext of px.extensions) {
+    if (ext.critical && !KNOWN_EXTENSIONS.has(ext.type)) throw new Error(`certificate has a critical extension this verifier does not process (${ext.type})`);
+  }
   const bc = px.getExtension(x509.BasicConstraintsExtension);
   const ku = px.getExtension(x509.KeyUsagesExtension);
   const san = px.getExtension(x509.SubjectAlternativeNameExtension);
@@ -133,6 +157,11 @@ export function spiffeIdOfCertificate(der: Uint8Array): string | undefined {
  */
 export function verifyX509Svid(chainDer: readonly Buffer[], bundles: BundleSource, opts: VerifyOptions = {}): SvidVerdict {
   if (chainDer.length === 0) return refuse('no_certificate', 'peer presented no certificate');
+  if (chainDer.length > MAX_CHAIN_CERTS) {
+    return refuse('malformed_certificate', `peer presented ${chainDer.length} certificates; an X.509-SVID chain has at most ${MAX_CHAIN_CERTS}`);
+  }
+  const bytes = chainDer.reduce((n, d) => n + d.length, 0);
+  if (bytes > MAX_CHAIN_BYTES) return refuse('malformed_certificate', `peer presented ${bytes} bytes of certificates; at most ${MAX_CHAIN_BYTES} are read`);
   const chain: ParsedCert[] = [];
   for (const [i, der] of chainDer.entries()) {
     try {
@@ -162,6 +191,8 @@ export function verifyX509Svid(chainDer: readonly Buffer[], bundles: BundleSourc
     return refuse('bad_spiffe_id', `leaf certificate's URI SAN is not a SPIFFE ID: ${oneLine((err as Error).message)}`, uri);
   }
   const fail = (reason: RefusalReason, problem: string): SvidVerdict => refuse(reason, `${id.id}: ${problem}`, id.id);
+  // X.509-SVID §5.2: the ID of a trust domain itself names no workload.
+  if (id.path === '') return fail('bad_spiffe_id', 'a leaf SVID must name a workload: its SPIFFE ID has no path');
 
   if (leaf.basicConstraints?.ca === true) return fail('leaf_is_ca', 'leaf certificate is a CA (basicConstraints CA=true)');
   const leafKu = leafKeyUsageProblem(leaf);

@@ -49,9 +49,14 @@ export interface SvidOptions {
   keyUsageCritical?: boolean;
   isCa?: boolean;
   dnsNames?: string[];
+  /** Further extensions (tests of extension rules). */
+  extraExtensions?: x509.Extension[];
 }
 
+// X.509 times have whole seconds: notBefore rounds down and notAfter up, so a certificate is
+// never shorter-lived than asked (a 2 s SVID rounded down could live barely 1 s).
 const ms = (d: Date): Date => new Date(Math.floor(d.getTime() / 1000) * 1000);
+const msUp = (d: Date): Date => new Date(Math.ceil(d.getTime() / 1000) * 1000);
 
 function serial(): string {
   const b = randomBytes(16);
@@ -67,7 +72,7 @@ export async function mintCa(opts: CaOptions): Promise<MintedCa> {
   const keys = await generateKeys();
   const now = Date.now();
   const notBefore = ms(opts.notBefore ?? new Date(now - 60_000));
-  const notAfter = ms(opts.notAfter ?? new Date(now + 30 * 24 * 3600_000));
+  const notAfter = msUp(opts.notAfter ?? new Date(now + 30 * 24 * 3600_000));
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(opts.isCa ?? true, undefined, true),
     new x509.KeyUsagesExtension(
@@ -126,12 +131,13 @@ export async function mintSvid(issuer: MintedCa, opts: SvidOptions, chain: Minte
     await x509.AuthorityKeyIdentifierExtension.create(issuer.cert),
   ];
   if (names.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(names));
+  extensions.push(...(opts.extraExtensions ?? []));
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: 'C=US, O=SPIRE',
     issuer: issuer.cert.subject,
     notBefore,
-    notAfter: ms(notAfter),
+    notAfter: msUp(notAfter),
     publicKey: keys.publicKey,
     signingKey: issuer.keys.privateKey,
     signingAlgorithm: EC_P256,
@@ -145,6 +151,6 @@ export async function mintSvid(issuer: MintedCa, opts: SvidOptions, chain: Minte
     keyDer,
     certPem: chainDer.map((d) => derToPem(d)).join(''),
     keyPem: derToPem(keyDer, 'PRIVATE KEY'),
-    notAfter: ms(notAfter),
+    notAfter: msUp(notAfter),
   };
 }

@@ -51,6 +51,8 @@ export class X509Source extends EventEmitter implements BundleSource {
 
   constructor(opts: X509SourceOptions = {}) {
     super();
+    // One listener per connection sharing this stream; a node with many links has many.
+    this.setMaxListeners(0);
     if (opts.pick !== undefined) parseSpiffeId(opts.pick);
     this.pick = opts.pick;
     this.log = opts.logger;

@@ -64,6 +64,14 @@ const serviceSchema = z.strictObject({
       connection_queue_limit: byteSize.default(8 * 1024 * 1024),
       default_ttl: z.number().int().min(1).max(127).default(8),
       max_subscriptions_per_link: z.number().int().min(1).default(10_000),
+      /** SPIFFE ID paths of node workloads (`*` matches within one segment); default: this node's own. */
+      node_spiffe_paths: z
+        .array(
+          z.string().refine((p) => /^(\/[A-Za-z0-9._*-]+)+$/.test(p), {
+            message: 'must be a SPIFFE ID path such as /ns/slim/sa/slim (letters, digits, . _ - and * within segments)',
+          }),
+        )
+        .optional(),
     })
     .prefault({}),
   controller: z
@@ -143,6 +151,8 @@ export interface NodeConfig {
   queueLimit: number;
   defaultTtl: number;
   maxSubscriptionsPerLink: number;
+  /** Patterns of node SPIFFE ID paths; undefined: the node's own path. */
+  nodeSpiffePaths?: string[];
 }
 
 function withPort(endpoint: string | undefined, port: number): string | undefined {
@@ -189,6 +199,7 @@ export function normalizeNodeConfig(input: NodeConfigInput): NodeConfig {
     queueLimit: svc.dataplane.connection_queue_limit,
     defaultTtl: svc.dataplane.default_ttl,
     maxSubscriptionsPerLink: svc.dataplane.max_subscriptions_per_link,
+    nodeSpiffePaths: svc.dataplane.node_spiffe_paths,
   };
 }
 

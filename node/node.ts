@@ -11,6 +11,7 @@ import { Status, type StatusInfo, statusName } from '../transport/grpc-status.js
 import { DataPlaneServer } from '../transport/server.js';
 import { SessionPool } from '../transport/session-pool.js';
 import { ConnectionTls, type RefusalEvent } from '../identity/connection-tls.js';
+import { parseSpiffeId, type SpiffeId } from '../identity/spiffe-id.js';
 import type { TlsSettings } from '../common/tls-config.js';
 import type { NodeConfig } from './config.js';
 import { Forwarder } from './forwarder.js';
@@ -98,19 +99,21 @@ export class SlimNode {
   async start(): Promise<void> {
     // TLS material first (files read, first SVID fetched), so a bad path or an absent SPIRE
     // agent fails before any port opens.
-    let serverTls: (ConnectionTls | undefined)[];
-    let clientTls: (ConnectionTls | undefined)[];
-    try {
-      serverTls = await Promise.all(this.cfg.servers.map((s, i) => this.connectionTls(s.tls, `services.${this.cfg.serviceId}.dataplane.servers[${i}].tls`)));
-      clientTls = await Promise.all(
-        this.cfg.clients.map((c, i) =>
-          c.url.startsWith('https:') ? this.connectionTls(c.tls, `services.${this.cfg.serviceId}.dataplane.clients[${i}].tls`) : undefined,
-        ),
-      );
-    } catch (err) {
+    // allSettled: when one fails, the others must have finished (and be closed) before we return.
+    const settled = await Promise.allSettled([
+      ...this.cfg.servers.map((s, i) => this.connectionTls(s.tls, `services.${this.cfg.serviceId}.dataplane.servers[${i}].tls`)),
+      ...this.cfg.clients.map((c, i) =>
+        c.url.startsWith('https:') ? this.connectionTls(c.tls, `services.${this.cfg.serviceId}.dataplane.clients[${i}].tls`) : Promise.resolve(undefined),
+      ),
+    ]);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) {
       for (const t of this.tls) t.close();
-      throw err;
+      throw failed.reason;
     }
+    const all = settled.map((r) => (r as PromiseFulfilledResult<ConnectionTls | undefined>).value);
+    const serverTls = all.slice(0, this.cfg.servers.length);
+    const clientTls = all.slice(this.cfg.servers.length);
     this.cfg.servers.forEach((s, i) => {
       this.servers.push(
         new DataPlaneServer({
@@ -244,6 +247,8 @@ export class SlimNode {
     if (peer.nodeId === this.cfg.nodeId) {
       return { code: Status.FAILED_PRECONDITION, reason: `peer has this node's own node id "${peer.nodeId}" (a node dialling itself, or two nodes sharing an id)`, label: 'same_node_id' };
     }
+    const proven = this.nodeIdentityProblem(identity, peer.group);
+    if (proven) return { code: Status.PERMISSION_DENIED, reason: `node ${peer.nodeId}: ${proven}`, label: 'not_a_node_identity' };
     const kind = peer.group === this.cfg.group ? LinkKind.PeerInGroup : LinkKind.RemoteGroup;
     const existing = this.nodeLinks.get(peer.nodeId);
     if (existing && !existing.channel.isClosed) {
@@ -273,6 +278,46 @@ export class SlimNode {
       }
     }
     return new Link(channel, kind, peer.nodeId, peer.group, identity, dialled, peer.linkId);
+  }
+
+  /**
+   * A certificate that passed TLS proves membership of an accepted trust domain, which every
+   * workload there has; a node link is trusted to carry other workloads' identity stamps, so it
+   * needs more: its SPIFFE ID must be a node's (`dataplane.node_spiffe_paths`, by default the
+   * path of this node's own SVID: the chart runs every node under one service account) and its
+   * trust domain must be the group it claims (DESIGN §4). Plaintext links prove nothing and
+   * carry no stamps either way.
+   */
+  private nodeIdentityProblem(identity: string, group: string): string | undefined {
+    if (!identity) return undefined;
+    let id: SpiffeId;
+    try {
+      id = parseSpiffeId(identity);
+    } catch {
+      return `its certificate's identity ${identity} is not a SPIFFE ID`;
+    }
+    const patterns = this.nodePathPatterns();
+    if (patterns.length === 0) {
+      return `it presents ${identity}, but this node has no SPIFFE ID (nor dataplane.node_spiffe_paths) to recognise node identities by`;
+    }
+    if (!patterns.some((p) => p.re.test(id.path))) {
+      return `${identity} is not a node identity (nodes run as ${patterns.map((p) => p.text).join(' or ')})`;
+    }
+    if (id.trustDomain !== group) return `it claims group ${group || '(none)'} but its identity ${identity} is in trust domain ${id.trustDomain}`;
+    return undefined;
+  }
+
+  private nodePathPatterns(): { text: string; re: RegExp }[] {
+    let texts = this.cfg.nodeSpiffePaths;
+    if (!texts) {
+      const own = new Set<string>();
+      for (const t of this.tls) {
+        const mine = t.localId();
+        if (mine) own.add(parseSpiffeId(mine).path);
+      }
+      texts = [...own];
+    }
+    return texts.map((text) => ({ text, re: new RegExp(`^${text.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replaceAll('*', '[^/]*')}$`) }));
   }
 
   linkUp(link: Link): void {

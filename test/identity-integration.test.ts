@@ -12,6 +12,12 @@ import { SlimApp } from '../client/slim-app.js';
 import { mintCa, mintSvid, type MintedCa, type MintedSvid } from '../identity/x509-mint.js';
 import { x509 } from '../identity/x509.js';
 import { eventually, metric, type StartedNode } from './support/local-nodes.js';
+import { normalizeTls } from '../common/tls-config.js';
+import { ConnectionTls } from '../identity/connection-tls.js';
+import { LinkKind, PROTOCOL_VERSION } from '../proto/dataplane.js';
+import { DEFAULT_LIMITS } from '../transport/channel.js';
+import { Status, type StatusInfo } from '../transport/grpc-status.js';
+import { SessionPool } from '../transport/session-pool.js';
 import { startSpiffeEnv, type SpiffeEnv } from './support/spiffe-env.js';
 
 const NODE_A = 'spiffe://cluster-a.example/ns/slim/sa/slim';
@@ -66,6 +72,7 @@ beforeAll(async () => {
     'node-b2': NODE_B,
     alice: ALICE,
     bob: BOB,
+    eve: 'spiffe://cluster-a.example/ns/default/sa/eve',
   });
   // a: accepts cluster-b. c: same domain, accepts only its own. b dials both and accepts
   // cluster-a. d (cluster-b) dials a but accepts only its own domain.
@@ -118,6 +125,40 @@ describe('SPIFFE mTLS between nodes of federated trust domains', () => {
     expect(reply!.identity).toBe(ALICE);
     // The instance id comes from the SVID, so a restarted workload keeps its name.
     expect(alice.name.instance).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
+
+describe('node links need a node identity', () => {
+  /** Negotiates with node a as a node; resolves with how node a ended the channel. */
+  async function negotiateAsNode(socket: string, trusts: string[], group: string): Promise<StatusInfo> {
+    const tls = (await ConnectionTls.create(normalizeTls(spireTls(env.socket[socket]!, trusts) as never), 'test'))!;
+    const pool = new SessionPool();
+    try {
+      return await new Promise<StatusInfo>((resolve) => {
+        const ch = pool.open({ url: nodes.get('a')!.url, tls: tls.clientOptions('127.0.0.1') }, DEFAULT_LIMITS, {
+          onMessage: () => undefined,
+          onClose: (status) => resolve(status),
+        });
+        ch.send({ kind: 'link', link: { linkId: 'x', nodeId: `posing-${socket}`, group, kind: LinkKind.PeerInGroup, protocolVersion: PROTOCOL_VERSION } });
+      });
+    } finally {
+      pool.close();
+      tls.close();
+    }
+  }
+
+  it('refuses a workload of an accepted trust domain that negotiates as a node', async () => {
+    // eve has a perfectly valid cluster-a SVID: good enough to be an app, not to relay stamps.
+    const status = await negotiateAsNode('eve', [], 'cluster-a.example');
+    expect(status.code).toBe(Status.PERMISSION_DENIED);
+    expect(status.details).toMatch(/spiffe:\/\/cluster-a\.example\/ns\/default\/sa\/eve is not a node identity \(nodes run as \/ns\/slim\/sa\/slim\)/);
+    await eventually(async () => (await metric(nodes.get('a')!, 'slim_link_refusals_total', { reason: 'not_a_node_identity' })) >= 1);
+  });
+
+  it("refuses a node whose claimed group is not its certificate's trust domain", async () => {
+    const status = await negotiateAsNode('node-b2', ['cluster-a.example'], 'cluster-a.example');
+    expect(status.code).toBe(Status.PERMISSION_DENIED);
+    expect(status.details).toContain('claims group cluster-a.example but its identity spiffe://cluster-b.example/ns/slim/sa/slim is in trust domain cluster-b.example');
   });
 });
 

@@ -338,3 +338,39 @@ describe('spiffeIdOfCertificate', () => {
     expect(spiffeIdOfCertificate(Buffer.from('garbage'))).toBeUndefined();
   });
 });
+
+describe('limits and extension rules', () => {
+  let root: MintedSvid;
+  let criticalUnknown: MintedSvid;
+  let nonCriticalUnknown: MintedSvid;
+
+  beforeAll(async () => {
+    [root, criticalUnknown, nonCriticalUnknown] = await Promise.all([
+      mintSvid(caA, { uris: [`spiffe://${A}`] }),
+      mintSvid(caA, { uris: [`spiffe://${A}/x`], extraExtensions: [new x509.Extension('1.3.6.1.4.1.99999.1', true, new Uint8Array([5, 0]))] }),
+      mintSvid(caA, { uris: [`spiffe://${A}/x`], extraExtensions: [new x509.Extension('1.3.6.1.4.1.99999.1', false, new Uint8Array([5, 0]))] }),
+    ]);
+  });
+
+  it('refuses a leaf whose SPIFFE ID is the trust domain itself (no path)', () => {
+    const v = verifyX509Svid(root.chainDer, bundles);
+    expect(v).toMatchObject({ ok: false, reason: 'bad_spiffe_id' });
+    expect(!v.ok && v.message).toMatch(/no path/);
+  });
+
+  it('refuses a critical extension it does not process, and ignores a non-critical one', () => {
+    const v = verifyX509Svid(criticalUnknown.chainDer, bundles);
+    expect(v).toMatchObject({ ok: false, reason: 'malformed_certificate' });
+    expect(!v.ok && v.message).toMatch(/critical extension .*1\.3\.6\.1\.4\.1\.99999\.1/);
+    expect(verifyX509Svid(nonCriticalUnknown.chainDer, bundles).ok).toBe(true);
+  });
+
+  it('refuses an overlong chain before parsing any of it', () => {
+    const garbage = Buffer.alloc(100, 0x30);
+    const v = verifyX509Svid([svids['valid']!.chainDer[0]!, ...Array.from({ length: 20 }, () => garbage)], bundles);
+    expect(v).toMatchObject({ ok: false, reason: 'malformed_certificate' });
+    expect(!v.ok && v.message).toMatch(/21 certificates; an X\.509-SVID chain has at most 10/);
+    const big = verifyX509Svid([svids['valid']!.chainDer[0]!, Buffer.alloc(70_000, 0x30)], bundles);
+    expect(!big.ok && big.message).toMatch(/bytes of certificates/);
+  });
+});

@@ -40,6 +40,8 @@ function nodeYaml(id: string, port: number, leaf: TestLeaf, ca: TestCa, dial: st
         dataplane: {
           servers: [{ endpoint: `127.0.0.1:${port}`, tls: tlsBlock(leaf, ca) }],
           clients: dial.map((endpoint) => ({ endpoint, tls: tlsBlock(leaf, ca) })),
+          // Each node here has its own SPIFFE ID (spiffe://cluster-a.example/slim/node-a, ...).
+          node_spiffe_paths: ['/slim/*'],
         },
       },
     },

@@ -60,7 +60,13 @@ export class DataPlaneServer {
       // Runs synchronously after the handshake, before any frame of this session is read: a
       // refused peer never gets a stream.
       if (tls) {
-        const verdict = tls.verifyInbound(session.socket as TLSSocket);
+        let verdict: ReturnType<ServerTls['verifyInbound']>;
+        try {
+          verdict = tls.verifyInbound(session.socket as TLSSocket);
+        } catch (err) {
+          // A verifier bug must refuse the peer, not crash the node or let the peer in.
+          verdict = { ok: false, message: `certificate could not be checked: ${(err as Error).message}` };
+        }
         if (!verdict.ok) {
           this.refused.add(session);
           refuseSession(session, verdict.message);
@@ -90,7 +96,7 @@ export class DataPlaneServer {
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     stream.on('error', () => undefined);
     // A refused session's streams still arrive (nghttp2 does not drop them after our GOAWAY).
-    if (stream.session && this.refused.has(stream.session)) {
+    if (stream.destroyed || !stream.session || this.refused.has(stream.session)) {
       stream.close(h2.NGHTTP2_REFUSED_STREAM);
       return;
     }

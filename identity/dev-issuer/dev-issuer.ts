@@ -156,7 +156,8 @@ export class DevIssuer {
     return this.workloads.find((w) => w.spiffeId.id === spiffeId)?.cfg.socketPath;
   }
 
-  private scheduleRotation(w: ServedWorkload, delayMs = this.config.svidTtlMs / 2): void {
+  /** At half the remaining lifetime of the SVID being served, as SPIRE agents rotate. */
+  private scheduleRotation(w: ServedWorkload, delayMs = Math.max(0, (w.svid.notAfter.getTime() - Date.now()) / 2)): void {
     if (this.stopping) return;
     w.timer = setTimeout(() => void this.rotateOne(w), delayMs);
   }
