@@ -124,6 +124,9 @@ export function spiffeIdProblem(input: string): string | undefined {
  */
 export function parseTrustDomain(input: string): string {
   let td = input;
+  if (/^spiffe:/i.test(input) && !input.includes('://')) {
+    throw new TrustDomainError(input, 'write a trust domain bare (example.org) or as spiffe://example.org');
+  }
   if (input.includes('://')) {
     let id: SpiffeId;
     try {

@@ -437,3 +437,17 @@ describe('the example configs', () => {
     expect(() => parseNodeConfig(JSON.stringify(doc))).toThrow(/dataplane\.servers\[0\]\.tls\.ca_source\.trust_domains\[0\].*lowercase/);
   });
 });
+
+describe('dataplane.node_spiffe_paths', () => {
+  const withPaths = (paths: unknown): string =>
+    JSON.stringify({ services: { 'slim/0': { node_id: 'n', dataplane: { servers: [{ endpoint: '0.0.0.0:1', tls: { insecure: true } }], node_spiffe_paths: paths } } } });
+
+  it('takes SPIFFE ID path patterns', () => {
+    expect(parseNodeConfig(withPaths(['/ns/slim/sa/slim', '/slim/*'])).nodeSpiffePaths).toEqual(['/ns/slim/sa/slim', '/slim/*']);
+    expect(parseNodeConfig(withPaths(undefined)).nodeSpiffePaths).toBeUndefined();
+  });
+
+  it('names a pattern that is not a path', () => {
+    expect(() => parseNodeConfig(withPaths(['spiffe://cluster-a.example/ns/slim']))).toThrow(/dataplane\.node_spiffe_paths\[0\].*must be a SPIFFE ID path/);
+  });
+});

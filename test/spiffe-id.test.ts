@@ -156,3 +156,10 @@ describe('parseTrustDomain', () => {
     expect(parseTrustDomain(trustDomainId('cluster-a.example'))).toBe('cluster-a.example');
   });
 });
+
+describe('parseTrustDomain with a mangled scheme', () => {
+  it('says how to write it instead of blaming a port', () => {
+    expect(() => parseTrustDomain('spiffe:/cluster-a.example')).toThrow(/write a trust domain bare \(example\.org\) or as spiffe:\/\/example\.org/);
+    expect(parseTrustDomain('cluster-a.example')).toBe('cluster-a.example');
+  });
+});
