@@ -16,18 +16,17 @@
 
 import { EventEmitter } from 'node:events';
 import { X509Certificate, constants as cryptoConstants } from 'node:crypto';
-import { isIP, type AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
 import type { SecureServerOptions } from 'node:http2';
-import { createServer as createTlsServer, rootCertificates, type ConnectionOptions, type DetailedPeerCertificate, type PeerCertificate, type TLSSocket } from 'node:tls';
-import * as grpc from '@grpc/grpc-js';
+import type { ConnectionOptions, DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { TlsSettings } from '../common/tls-config.js';
 import { authorizeMemberOf } from './authorizer.js';
 import { FileSource } from './file-source.js';
 import { parseTrustDomain } from './spiffe-id.js';
-import { spiffeIdOfCertificate, verifyX509Svid, type SvidVerdict } from './svid-verifier.js';
+import type { SvidVerdict, verifyX509Svid } from './svid-verifier.js';
 import type { BundleSource, X509Bundle } from './x509-bundle.js';
-import { sharedX509Source, type X509Source } from './x509-source.js';
+import type { X509Source } from './x509-source.js';
 
 export class TlsSetupError extends Error {
   constructor(message: string) {
@@ -58,11 +57,6 @@ export interface RefusalEvent {
   id?: string;
 }
 
-export interface GrpcListener {
-  port: number;
-  close(): Promise<void>;
-}
-
 export interface ConnectionTlsOptions {
   logger?: Logger;
   /** Every refused peer, for metrics (already logged). */
@@ -74,6 +68,9 @@ export interface ConnectionTlsOptions {
 type Verification = 'spiffe' | 'pki' | 'none';
 
 const verifiedPeers = new WeakMap<object, string>();
+
+/** The X.509-SVID verifier, loaded with the first `spire` source (see ConnectionTls.create). */
+let verifier: typeof verifyX509Svid | undefined;
 
 /**
  * Connections sharing a Workload API stream (the seed names one socket in every tls block);
@@ -153,7 +150,7 @@ export function tlsErrorReason(err: unknown): string | undefined {
 }
 
 export class ConnectionTls extends EventEmitter {
-  private readonly verification: Verification;
+  readonly verification: Verification;
   private readonly accepted: ReadonlySet<string>;
   private readonly log: Logger | undefined;
   private readonly onRefusal: ((e: RefusalEvent) => void) | undefined;
@@ -204,6 +201,11 @@ export class ConnectionTls extends EventEmitter {
       throw new TlsSetupError(`${where}.${key}: ${(err as Error).message}`);
     };
     const spire = async (socketPath: string | undefined, key: string, pick?: string): Promise<X509Source> => {
+      // Loaded on first use: the Workload API client brings grpc-js, the verifier
+      // @peculiar/x509, together ~10 MB of heap that plaintext and file-TLS processes (and
+      // their GC pauses, which set the latency tail) do without.
+      const { sharedX509Source } = await import('./x509-source.js');
+      verifier ??= (await import('./svid-verifier.js')).verifyX509Svid;
       let src: X509Source;
       try {
         src = acquire(sharedX509Source(socketPath, { logger: opts.logger, ...(pick ? { pick } : {}) }));
@@ -260,10 +262,15 @@ export class ConnectionTls extends EventEmitter {
     const pem = this.certFiles?.current().cert;
     if (!pem) return '';
     try {
-      return spiffeIdOfCertificate(new X509Certificate(pem).raw) ?? '';
+      return spiffeUriSan({ subjectaltname: new X509Certificate(pem).subjectAltName } as PeerCertificate) ?? '';
     } catch {
       return '';
     }
+  }
+
+  /** True when peers must present a certificate this end verifies. */
+  get verifiesPeers(): boolean {
+    return Boolean(this.settings.ca) && this.verification !== 'none';
   }
 
   /** Trust domains whose members this end accepts (SPIFFE verification only). */
@@ -275,7 +282,8 @@ export class ConnectionTls extends EventEmitter {
     return Boolean(this.certFiles || this.certSvid);
   }
 
-  private identity(): { cert: string | Buffer; key: string | Buffer } | undefined {
+  /** This end's current certificate chain and key (PEM), if it has one. */
+  identity(): { cert: string | Buffer; key: string | Buffer } | undefined {
     if (this.certSvid) {
       const s = this.certSvid.svid();
       return { cert: s.certPem, key: s.keyPem };
@@ -284,7 +292,8 @@ export class ConnectionTls extends EventEmitter {
     return m?.cert && m.key ? { cert: m.cert, key: m.key } : undefined;
   }
 
-  private trustedCaPem(): string | Buffer | undefined {
+  /** The CAs a client hands OpenSSL: every bundle held (SPIFFE) or the CA file (PKI). */
+  trustedCaPem(): string | Buffer | undefined {
     if (this.verification === 'spiffe') return this.trust?.bundles().pem();
     return this.caFiles?.current().ca;
   }
@@ -295,10 +304,12 @@ export class ConnectionTls extends EventEmitter {
 
   /** Verifies a chain as a SPIFFE peer of this connection (validity at `at`, default now). */
   verifyChain(chain: Buffer[], at?: Date): SvidVerdict {
-    return verifyX509Svid(chain, this.bundles, { authorizer: authorizeMemberOf(...this.accepted), ...(at ? { at } : {}) });
+    if (!verifier) throw new Error('SPIFFE verification used before a spire source was set up');
+    return verifier(chain, this.bundles, { authorizer: authorizeMemberOf(...this.accepted), ...(at ? { at } : {}) });
   }
 
-  private refuse(direction: RefusalEvent['direction'], peer: string, reason: string, message: string, id?: string): PeerVerdict {
+  /** Logs (rate-limited) and counts a refused peer. */
+  refuse(direction: RefusalEvent['direction'], peer: string, reason: string, message: string, id?: string): PeerVerdict {
     const e: RefusalEvent = { direction, reason, message, peer, ...(id ? { id } : {}) };
     if (this.logBudget.take()) this.log?.warn({ direction, peer, reason, peer_id: id, tls: this.where }, `refused peer: ${message}`);
     this.onRefusal?.(e);
@@ -362,7 +373,8 @@ export class ConnectionTls extends EventEmitter {
     return opts;
   }
 
-  private checkServer(cert: PeerCertificate, host: string): Error | undefined {
+  /** checkServerIdentity for SPIFFE trust: undefined to accept, else the (counted) refusal. */
+  checkServer(cert: PeerCertificate, host: string): Error | undefined {
     const v = this.verifyChain(peerChain(cert));
     if (v.ok) return undefined;
     this.refuse('outbound', host, v.reason, v.message, v.id);
@@ -382,124 +394,6 @@ export class ConnectionTls extends EventEmitter {
   /** Distinguishes pooled sessions made with different identities. */
   poolKey(): string {
     return `${this.localId()}|${this.verification}|${[...this.accepted].join(',')}`;
-  }
-
-  // -- grpc-js --------------------------------------------------------------------------------
-
-  /** A grpc-js CertificateProvider fed from this connection's sources (rotation included). */
-  private provider(ca: () => string | Buffer | undefined): grpc.experimental.CertificateProvider {
-    const caListeners = new Set<grpc.experimental.CaCertificateUpdateListener>();
-    const idListeners = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
-    const caNow = (): grpc.experimental.CaCertificateUpdate | null => {
-      const c = ca();
-      return c ? { caCertificate: Buffer.from(c) } : null;
-    };
-    const idNow = (): grpc.experimental.IdentityCertificateUpdate | null => {
-      const i = this.identity();
-      return i ? { certificate: Buffer.from(i.cert), privateKey: Buffer.from(i.key) } : null;
-    };
-    const onUpdate = (): void => {
-      for (const l of caListeners) l(caNow());
-      for (const l of idListeners) l(idNow());
-    };
-    // Subscribed only while grpc-js listens, so credentials made and dropped do not pile up.
-    const sync = (): void => {
-      this.off('update', onUpdate);
-      if (caListeners.size + idListeners.size > 0) this.on('update', onUpdate);
-    };
-    // First delivery on the next tick: a grpc-js server registers its own watcher only after
-    // adding ours, and a synchronous first update would be lost (connections then dropped
-    // until the next rotation). grpc-js's FileWatcherCertificateProvider defers the same way.
-    return {
-      addCaCertificateListener: (l) => {
-        caListeners.add(l);
-        sync();
-        process.nextTick(() => caListeners.has(l) && l(caNow()));
-      },
-      removeCaCertificateListener: (l) => {
-        caListeners.delete(l);
-        sync();
-      },
-      addIdentityCertificateListener: (l) => {
-        idListeners.add(l);
-        sync();
-        process.nextTick(() => idListeners.has(l) && l(idNow()));
-      },
-      removeIdentityCertificateListener: (l) => {
-        idListeners.delete(l);
-        sync();
-      },
-    };
-  }
-
-  /** grpc-js channel credentials (controller channel, admin CLI) that follow rotations. */
-  grpcChannelCredentials(): grpc.ChannelCredentials {
-    const p = this.provider(() => this.trustedCaPem() ?? systemRoots());
-    return grpc.experimental.createCertificateProviderChannelCredentials(p, this.hasCertificate ? p : null, {
-      rejectUnauthorized: this.verification !== 'none',
-      ...(this.verification === 'spiffe' ? { checkServerIdentity: (host: string, cert: PeerCertificate) => this.checkServer(cert, host) } : {}),
-    });
-  }
-
-  /**
-   * Serves a grpc-js server (controller channel, admin API) on host:port with this TLS. Our own
-   * TLS listener takes each connection through verifyInbound — the full presented chain, the
-   * same SPIFFE rules, log line and metric as the data plane — and only then hands the socket
-   * to grpc-js. (grpc-js's own TLS path offers no hook between handshake and first call, shows
-   * handlers only the leaf, and drops OpenSSL's refusals without a word.)
-   */
-  async serveGrpc(server: grpc.Server, host: string, port: number): Promise<GrpcListener> {
-    // The socket handed over is already TLS: grpc-js speaks HTTP/2 over it as over plain TCP.
-    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    const listener = createTlsServer({ ...this.serverOptions(), ALPNProtocols: ['h2'] });
-    const onUpdate = (): void => listener.setSecureContext(this.serverOptions());
-    this.on('update', onUpdate);
-    const judges = Boolean(this.settings.ca) && this.verification !== 'none';
-    listener.on('secureConnection', (socket: TLSSocket) => {
-      socket.on('error', () => undefined);
-      let verdict: PeerVerdict;
-      try {
-        verdict = this.verifyInbound(socket);
-      } catch (err) {
-        verdict = this.refuse('inbound', `${socket.remoteAddress}:${socket.remotePort}`, 'malformed_certificate', `certificate could not be checked: ${(err as Error).message}`);
-      }
-      if (!verdict.ok) {
-        socket.destroy();
-        return;
-      }
-      // grpc-js shows handlers the peer certificate only on sockets marked authorized; this one
-      // passed our verifier (OpenSSL was told not to judge).
-      if (judges) (socket as { authorized: boolean }).authorized = true;
-      injector.injectConnection(socket);
-    });
-    listener.on('tlsClientError', () => undefined);
-    const addr = await new Promise<AddressInfo>((resolve, reject) => {
-      listener.once('error', reject);
-      listener.listen(port, host, () => {
-        listener.off('error', reject);
-        resolve(listener.address() as AddressInfo);
-      });
-    });
-    return {
-      port: addr.port,
-      close: () =>
-        new Promise<void>((resolve) => {
-          this.off('update', onUpdate);
-          injector.destroy();
-          listener.close(() => resolve());
-        }),
-    };
-  }
-
-  /**
-   * The caller's SPIFFE ID on a grpc-js call served by serveGrpc: its connection was verified
-   * when it was accepted, so this reads the identity it proved.
-   */
-  verifyGrpcCall(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null; getPeer(): string }): PeerVerdict {
-    if (!this.settings.ca || this.verification === 'none') return { ok: true, id: '' };
-    const cert = call.getAuthContext()?.sslPeerCertificate;
-    if (!cert?.raw) return this.refuse('inbound', call.getPeer(), 'no_certificate', 'the call did not arrive on a connection this server verified');
-    return { ok: true, id: spiffeUriSan(cert) ?? '' };
   }
 
   close(): void {
@@ -541,11 +435,4 @@ class LogBudget {
     this.suppressed++;
     return false;
   }
-}
-
-let roots: string | undefined;
-
-/** grpc-js wants a CA; without a configured one a client trusts the system's roots, as Node does. */
-function systemRoots(): string {
-  return (roots ??= rootCertificates.join('\n'));
 }

@@ -10,7 +10,6 @@ import { onShutdownSignal, runProgram } from '../common/cli.js';
 import { ConfigError } from '../common/config-file.js';
 import { createLogger } from '../common/logger.js';
 import { ConnectionTls, TlsSetupError } from '../identity/connection-tls.js';
-import { closeSharedSources } from '../identity/x509-source.js';
 import { loadNodeConfig, type NodeConfig } from './config.js';
 import { SlimNode } from './node.js';
 
@@ -71,7 +70,7 @@ async function checkTlsMaterial(cfg: NodeConfig): Promise<void> {
       if (t) made.push(t);
     }
   } finally {
+    // Closing the last user of a Workload API stream closes the stream.
     for (const t of made) t.close();
-    closeSharedSources();
   }
 }

@@ -13,7 +13,8 @@ import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConnectionTls, type GrpcListener, type RefusalEvent } from '../identity/connection-tls.js';
+import { ConnectionTls, type RefusalEvent } from '../identity/connection-tls.js';
+import { grpcChannelCredentials, serveGrpc, verifyGrpcCall, type GrpcListener } from '../identity/grpc-tls.js';
 import { mintSvid } from '../identity/x509-mint.js';
 import { closeSharedSources } from '../identity/x509-source.js';
 import { startSpiffeEnv, type SpiffeEnv } from './support/spiffe-env.js';
@@ -166,7 +167,7 @@ beforeAll(async () => {
   server = new grpc.Server();
   server.addService(Whoami.service, {
     who: (call: grpc.ServerUnaryCall<WhoRequest, WhoReply>, cb: grpc.sendUnaryData<WhoReply>) => {
-      const v = serverTls.verifyGrpcCall(call);
+      const v = verifyGrpcCall(serverTls, call);
       if (!v.ok) {
         cb({ code: grpc.status.UNAUTHENTICATED, details: `${v.reason}: ${v.message}` });
         return;
@@ -174,7 +175,7 @@ beforeAll(async () => {
       cb(null, { caller: v.id, peer: call.getPeer(), server: serverTls.localId() });
     },
   });
-  listener = await serverTls.serveGrpc(server, HOST, 0);
+  listener = await serveGrpc(serverTls, server, HOST, 0);
   port = listener.port;
 }, 20_000);
 
@@ -198,7 +199,7 @@ describe('grpc-js over SPIFFE mTLS through ConnectionTls', () => {
     expect(serverTls.localId()).toBe(SERVER);
     expect(serverTls.acceptedTrustDomains()).toEqual(['admin.example', 'cluster-a.example']);
     expect(clientTls.localId()).toBe(CLIENT_A);
-    const reply = await who(client(clientTls.grpcChannelCredentials()));
+    const reply = await who(client(grpcChannelCredentials(clientTls)));
     expect(reply).toMatchObject({ caller: CLIENT_A, server: SERVER });
     expect(serverRefusals).toEqual([]);
   });
@@ -206,7 +207,7 @@ describe('grpc-js over SPIFFE mTLS through ConnectionTls', () => {
   it('refuses a cluster-b client when it connects, with a reason in its log and metrics', async () => {
     // client-b accepts admin.example, so only the server can be the one refusing.
     const clientTls = await connectionTls(env.socket['client-b']!, ['admin.example']);
-    const refusedClient = client(clientTls.grpcChannelCredentials());
+    const refusedClient = client(grpcChannelCredentials(clientTls));
     const err = await failure(who(refusedClient));
     refusedClient.close(); // grpc-js would keep reconnecting (and being refused) in the background
     // The connection is closed right after the handshake, before any HTTP/2 byte: the client
@@ -243,7 +244,7 @@ describe('grpc-js over SPIFFE mTLS through ConnectionTls', () => {
     const refused: RefusalEvent[] = [];
     const clientTls = await connectionTls(env.socket['client-a']!, [], (e) => refused.push(e));
     expect(clientTls.acceptedTrustDomains()).toEqual(['cluster-a.example']);
-    const c = client(clientTls.grpcChannelCredentials());
+    const c = client(grpcChannelCredentials(clientTls));
     const err = await failure(who(c));
     c.close();
     // The PeerRefusedError from checkServerIdentity surfaces, message included, in the status.
@@ -256,7 +257,7 @@ describe('grpc-js over SPIFFE mTLS through ConnectionTls', () => {
 
   it('rotation: new connections get the new server SVID, an open channel keeps working', async () => {
     const clientTls = await connectionTls(env.socket['client-a']!, ['admin.example']);
-    const channel = client(clientTls.grpcChannelCredentials());
+    const channel = client(grpcChannelCredentials(clientTls));
     const start = Date.now();
     const first = await who(channel, 'first');
     expect(first.caller).toBe(CLIENT_A);
@@ -303,7 +304,7 @@ describe('grpc-js over SPIFFE mTLS through ConnectionTls', () => {
     expect(Date.now()).toBeGreaterThan(connectionCertsExpire);
 
     // A new channel after all that connects with the rotated SVIDs of both ends.
-    const fresh = await who(client(clientTls.grpcChannelCredentials()), 'fresh');
+    const fresh = await who(client(grpcChannelCredentials(clientTls)), 'fresh');
     expect(fresh.caller).toBe(CLIENT_A);
     expect(fresh.peer).not.toBe(first.peer);
     expect(serverRefusals.filter((r) => r.id === CLIENT_A)).toEqual([]);
