@@ -268,6 +268,14 @@ export class ConnectionTls extends EventEmitter {
     }
   }
 
+  /** The Workload API stream behind this end's SVID, for metrics; undefined without one. */
+  svidStatus(): { spiffeId: string; notAfter: Date; updates: number; errors: number } | undefined {
+    const src = this.certSvid;
+    if (!src?.isReady()) return undefined;
+    const svid = src.svid();
+    return { spiffeId: svid.id.id, notAfter: svid.notAfter, updates: src.updates, errors: src.errors };
+  }
+
   /** True when peers must present a certificate this end verifies. */
   get verifiesPeers(): boolean {
     return Boolean(this.settings.ca) && this.verification !== 'none';

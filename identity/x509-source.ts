@@ -36,6 +36,8 @@ export class X509Source extends EventEmitter implements BundleSource {
   readonly target: string;
   /** How many changes of SVID or bundles have been emitted. */
   updates = 0;
+  /** Workload API failures seen (each retried failure counts). */
+  errors = 0;
   /** The last error the watch reported; cleared by the next good update. */
   lastError: WorkloadApiError | undefined;
   private readonly client: WorkloadApiClient;
@@ -164,6 +166,7 @@ export class X509Source extends EventEmitter implements BundleSource {
   private onError(err: WorkloadApiError): void {
     if (this.closed) return;
     this.lastError = err;
+    this.errors++;
     // A retry loop repeats the same failure every few seconds; say it once until it changes.
     if (err.message !== this.lastWarned) {
       this.lastWarned = err.message;

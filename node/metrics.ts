@@ -41,7 +41,16 @@ export class NodeStats {
   }
 }
 
+export interface SvidStatus {
+  spiffeId: string;
+  notAfter: Date;
+  updates: number;
+  errors: number;
+}
+
 export interface NodeGauges {
+  /** One entry per Workload API stream the node's TLS uses (shared streams appear once). */
+  svids(): SvidStatus[];
   linksByKind(): Record<string, number>;
   subscriptions(): number;
   queueBytes(): number;
@@ -145,6 +154,36 @@ export function createNodeRegistry(stats: NodeStats, gauges: NodeGauges, labels:
     registers: [registry],
     collect() {
       for (const [kind, n] of Object.entries(gauges.linksByKind())) this.set({ kind }, n);
+    },
+  });
+  new Gauge({
+    name: 'slim_svid_expiry_timestamp_seconds',
+    help: 'When the X.509-SVID this node presents expires (alert well before: the SPIRE agent rotates at half-life)',
+    labelNames: ['spiffe_id'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of gauges.svids()) this.set({ spiffe_id: s.spiffeId }, Math.floor(s.notAfter.getTime() / 1000));
+    },
+  });
+  new Counter({
+    name: 'slim_workload_api_updates_total',
+    help: 'X.509 updates (SVID rotations, bundle changes) received from the SPIFFE Workload API',
+    labelNames: ['spiffe_id'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of gauges.svids()) this.inc({ spiffe_id: s.spiffeId }, s.updates);
+    },
+  });
+  new Counter({
+    name: 'slim_workload_api_errors_total',
+    help: 'SPIFFE Workload API failures (each is retried with backoff; the node keeps its last SVID)',
+    labelNames: ['spiffe_id'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of gauges.svids()) if (s.errors > 0) this.inc({ spiffe_id: s.spiffeId }, s.errors);
     },
   });
   new Gauge({

@@ -16,7 +16,7 @@ import type { TlsSettings } from '../common/tls-config.js';
 import type { NodeConfig } from './config.js';
 import { Forwarder } from './forwarder.js';
 import { Link } from './link.js';
-import { NodeStats, createNodeRegistry } from './metrics.js';
+import { NodeStats, createNodeRegistry, type SvidStatus } from './metrics.js';
 import { PeerDialer } from './peer-dialer.js';
 import { peerIdentity } from './peer-identity.js';
 import { SubscriptionTable, nameKey } from './subscription-table.js';
@@ -70,6 +70,14 @@ export class SlimNode {
           return out;
         },
         subscriptions: () => this.table.size,
+        svids: () => {
+          const seen = new Map<string, SvidStatus>();
+          for (const t of this.tls) {
+            const st = t.svidStatus();
+            if (st && !seen.has(st.spiffeId)) seen.set(st.spiffeId, st);
+          }
+          return [...seen.values()];
+        },
         queueBytes: () => this.sumChannels((c) => c.backlog),
         pausedLinks: () => [...this.links].filter((l) => l.channel.isPaused).length,
         bytesIn: () => this.stats.bytesInClosed + this.sumChannels((c) => c.bytesIn),

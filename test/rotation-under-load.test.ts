@@ -164,6 +164,8 @@ it(`keeps ${RATE} msgs/s flowing through two nodes for ${SECONDS} s while SVIDs 
     linkDowns: linkDowns(a.process).length + linkDowns(b.process).length,
     streamErrors: (await metric(a, 'slim_stream_errors_total')) + (await metric(b, 'slim_stream_errors_total')),
     tlsRefusals: (await metric(a, 'slim_tls_refusals_total')) + (await metric(b, 'slim_tls_refusals_total')),
+    nodeASvidUpdates: await metric(a, 'slim_workload_api_updates_total'),
+    nodeASvidExpiresInSeconds: (await metric(a, 'slim_svid_expiry_timestamp_seconds')) - Math.floor(Date.now() / 1000),
     newHandshakes: serials.length,
     distinctServerSvids: new Set(serials).size,
     staleHandshakes,
@@ -185,5 +187,8 @@ it(`keeps ${RATE} msgs/s flowing through two nodes for ${SECONDS} s while SVIDs 
   });
   // 30 s at one rotation per 2 s: node a presented a new SVID many times over.
   expect(summary.distinctServerSvids).toBeGreaterThanOrEqual(10);
+  // The node's metrics follow the rotations: many updates, and a current SVID that has not expired.
+  expect(summary.nodeASvidUpdates).toBeGreaterThanOrEqual(10);
+  expect(summary.nodeASvidExpiresInSeconds).toBeGreaterThan(0);
   // (achievedRate is printed, not asserted: timing belongs to bench/, and this box is shared.)
 });
