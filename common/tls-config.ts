@@ -2,21 +2,14 @@
 // --slim JSON, later the controller): plaintext, certificate files, or a SPIFFE Workload API.
 
 import { z } from 'zod';
-import { parseTrustDomain, spiffeIdProblem } from '../identity/spiffe-id.js';
+import { spiffeIdProblem } from '../identity/spiffe-id.js';
+import { trustDomainField } from '../identity/spiffe-schema.js';
 
 const spireSocket = z
   .string()
   .min(1)
   .refine((v) => v.startsWith('unix:') || v.startsWith('/'), { message: 'must be unix:/path, unix:///path or an absolute path of the SPIFFE Workload API socket' });
 
-const trustDomain = z.string().transform((v, ctx) => {
-  try {
-    return parseTrustDomain(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
 
 const certSource = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('file'), cert: z.string().min(1), key: z.string().min(1) }),
@@ -40,7 +33,7 @@ const caSource = z.discriminatedUnion('type', [
     type: z.literal('spire'),
     socket_path: spireSocket.optional(),
     /** Trust domains accepted besides the workload's own (bare or spiffe:// form). */
-    trust_domains: z.array(trustDomain).default([]),
+    trust_domains: z.array(trustDomainField).default([]),
   }),
 ]);
 

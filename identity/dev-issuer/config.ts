@@ -4,36 +4,20 @@
 
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { spiffeIdField, trustDomainField } from '../spiffe-schema.js';
 import { duration, loadConfigFile, optionalHostPort, parseConfigText, type HostPort } from '../../common/config-file.js';
-import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../spiffe-id.js';
+import type { SpiffeId } from '../spiffe-id.js';
 
 const WHAT = 'dev issuer config';
 
 /** sun_path is 108 bytes on Linux including the terminating NUL; longer paths fail at bind. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
-const trustDomain = z.string().transform((v, ctx) => {
-  try {
-    return parseTrustDomain(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
-
-const spiffeId = z.string().transform((v, ctx) => {
-  try {
-    return parseSpiffeId(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
 
 const workloadSchema = z.strictObject({
   socket: z.string().min(1, 'must not be empty'),
-  spiffe_id: spiffeId,
-  federates_with: z.array(trustDomain).optional(),
+  spiffe_id: spiffeIdField,
+  federates_with: z.array(trustDomainField).optional(),
   dns_names: z.array(z.string().min(1, 'must not be empty')).default([]),
 });
 
@@ -52,7 +36,7 @@ export function socketFilePath(socket: string, socketDir: string): string {
 export function devIssuerConfigSchema(baseDir: string) {
   return z
     .strictObject({
-      trust_domains: z.array(trustDomain).min(1, 'needs at least one trust domain, e.g. [cluster-a.example]'),
+      trust_domains: z.array(trustDomainField).min(1, 'needs at least one trust domain, e.g. [cluster-a.example]'),
       svid_ttl: duration.default(3_600_000),
       ca_ttl: duration.default(30 * 24 * 3_600_000),
       socket_dir: z.string().min(1, 'must not be empty').optional(),
