@@ -1,16 +1,18 @@
 // npm run bench: the two-hop data-plane path (sender -> node B -> node A -> receiver, each its
 // own process), plaintext and with SPIFFE mTLS on every hop (identities from the dev issuer, as
 // the seed's cross-cluster path runs), next to a raw node:http2 relay chain of the same shape
-// (sender -> relay -> relay -> receiver: gRPC framing, no parsing, no routing, no TLS), in one
-// invocation, so the ratios are what to read: absolute numbers move with the machine.
+// (sender -> relay -> relay -> receiver: gRPC framing, no parsing, no routing), plaintext and
+// TLS, and the same path through two nats-servers joined by a gateway (when nats-server is
+// installed), in one invocation, so the ratios are what to read: absolute numbers move with the
+// machine.
 //
 // Options: --sizes 100,1024  --count N (messages per throughput run)  --rate 1000  --seconds 5
 //          --repeat 3 (latency runs per path, alternating paths; the median p99 is reported,
 //          with the range: on a shared 2-core VM one run's tail can move by milliseconds)
-//          --only throughput|latency   --paths slim,slim-mtls,raw
+//          --only throughput|latency   --paths slim,slim-mtls,nats,nats-tls,raw,raw-tls
 
 import { ProcessGroup, freePort, type ManagedProcess } from '../harness/processes.js';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { localNodeConfig, scratchDir, spireTls, writeConfig } from '../harness/node-config.js';
 import { mintCa, mintSvid } from '../identity/x509-mint.js';
 
@@ -39,8 +41,9 @@ const RATE = Number(arg('rate', '1000'));
 const SECONDS = Number(arg('seconds', '5'));
 const REPEAT = Number(arg('repeat', '3'));
 const ONLY = arg('only', 'both');
-type PathName = 'slim' | 'slim-mtls' | 'raw' | 'raw-tls';
-const PATHS = new Set(arg('paths', 'slim,slim-mtls,raw,raw-tls').split(','));
+type PathName = 'slim' | 'slim-mtls' | 'nats' | 'nats-tls' | 'raw' | 'raw-tls';
+const NATS_SERVER = natsServerBinary();
+const PATHS = new Set(arg('paths', `slim,slim-mtls,${NATS_SERVER ? 'nats,nats-tls,' : ''}raw,raw-tls`).split(','));
 const wants = (what: 'throughput' | 'latency', path: PathName): boolean => (ONLY === 'both' || ONLY === what) && PATHS.has(path);
 const NONE: Latency = { p50: NaN, p99: NaN, lost: 0 };
 
@@ -165,18 +168,94 @@ async function slimLatency(size: number, mtls: boolean): Promise<Latency> {
   }
 }
 
-let rawTlsEnv: Record<string, string> | undefined;
+let tlsEnv: Record<string, string> | undefined;
 
-/** A certificate for the raw TLS chain (EC P-256, as SPIRE issues). */
-async function rawTlsFiles(): Promise<Record<string, string>> {
-  if (!rawTlsEnv) {
+/**
+ * One certificate (EC P-256, as SPIRE issues; `localhost` for nats-server's hostname checks)
+ * and its CA, for the raw TLS chain and the NATS paths.
+ */
+async function benchTlsFiles(): Promise<Record<string, string>> {
+  if (!tlsEnv) {
     const dir = scratchDir('slim-bench-tls');
-    const svid = await mintSvid(await mintCa({ trustDomain: 'bench.example' }), { uris: ['spiffe://bench.example/raw'] });
+    const ca = await mintCa({ trustDomain: 'bench.example' });
+    const svid = await mintSvid(ca, { uris: ['spiffe://bench.example/bench'], dnsNames: ['localhost'] });
     writeFileSync(`${dir}/cert.pem`, svid.certPem);
     writeFileSync(`${dir}/key.pem`, svid.keyPem);
-    rawTlsEnv = { BENCH_TLS_CERT: `${dir}/cert.pem`, BENCH_TLS_KEY: `${dir}/key.pem` };
+    writeFileSync(`${dir}/ca.pem`, ca.cert.toString('pem'));
+    tlsEnv = { BENCH_TLS_CERT: `${dir}/cert.pem`, BENCH_TLS_KEY: `${dir}/key.pem`, BENCH_TLS_CA: `${dir}/ca.pem` };
   }
-  return rawTlsEnv;
+  return tlsEnv;
+}
+
+function natsServerBinary(): string | undefined {
+  for (const dir of (process.env['PATH'] ?? '').split(':').concat(['/usr/sbin', '/usr/local/bin'])) {
+    if (dir && existsSync(`${dir}/nats-server`)) return `${dir}/nats-server`;
+  }
+  return undefined;
+}
+
+/**
+ * Two nats-servers, each its own "cluster", joined by a gateway (NATS's way to link clusters),
+ * optionally with mutual TLS for clients and for the gateway. Returns their client URLs.
+ */
+async function startNats(group: ProcessGroup, tls: boolean): Promise<{ a: string; b: string; env?: Record<string, string> }> {
+  if (!NATS_SERVER) throw new Error('nats-server is not installed (apt-get install nats-server)');
+  const dir = scratchDir('slim-bench-nats');
+  const [pa, pb, ga, gb] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const env = tls ? await benchTlsFiles() : undefined;
+  const tlsBlock = env
+    ? `tls { cert_file: "${env['BENCH_TLS_CERT']}", key_file: "${env['BENCH_TLS_KEY']}", ca_file: "${env['BENCH_TLS_CA']}", verify: true }`
+    : '';
+  const conf = (name: string, port: number, gw: number, other: string, otherGw: number): string =>
+    [
+      `server_name: nats-${name}`,
+      `listen: "127.0.0.1:${port}"`,
+      'max_payload: 4MB',
+      tlsBlock,
+      'gateway {',
+      `  name: ${name}`,
+      `  listen: "127.0.0.1:${gw}"`,
+      `  gateways: [ { name: ${other}, url: "nats://localhost:${otherGw}" } ]`,
+      `  ${tlsBlock}`,
+      '}',
+    ].join('\n');
+  writeFileSync(`${dir}/a.conf`, conf('cluster-a', pa, ga, 'cluster-b', gb));
+  writeFileSync(`${dir}/b.conf`, conf('cluster-b', pb, gb, 'cluster-a', ga));
+  const a = group.spawnCommand('nats-a', NATS_SERVER, ['-c', `${dir}/a.conf`]);
+  const b = group.spawnCommand('nats-b', NATS_SERVER, ['-c', `${dir}/b.conf`]);
+  for (const p of [a, b]) await p.waitForLine(/Server is ready/);
+  // Each side has an outbound gateway connection once the other accepted it.
+  for (const p of [a, b]) await p.waitForLine(/Outbound gateway connection to "cluster-[ab]".*registered/);
+  const url = (port: number): string => `${tls ? 'tls' : 'nats'}://localhost:${port}`;
+  return { a: url(pa), b: url(pb), ...(env ? { env } : {}) };
+}
+
+async function natsThroughput(size: number, tls: boolean): Promise<number> {
+  const group = new ProcessGroup();
+  try {
+    const { a, b, env } = await startNats(group, tls);
+    const recv = group.spawn('nats-recv', 'bench-worker', ['nats-recv', a, String(COUNT)], { env });
+    await recv.waitForJson(['ready']);
+    group.spawn('nats-send', 'bench-worker', ['nats-send', b, String(COUNT), String(size)], { env });
+    const r = await recv.waitForJson<{ rate: number }>(['rate'], 180_000);
+    return r.rate;
+  } finally {
+    await group.stopAll();
+  }
+}
+
+async function natsLatency(size: number, tls: boolean): Promise<Latency> {
+  const group = new ProcessGroup();
+  try {
+    const { a, b, env } = await startNats(group, tls);
+    const echo = group.spawn('nats-echo', 'bench-worker', ['nats-echo', a], { env });
+    await echo.waitForJson(['ready']);
+    const rtt = group.spawn('nats-rtt', 'bench-worker', ['nats-rtt', b, String(RATE), String(SECONDS), String(size)], { env });
+    const r = await rtt.waitForJson<{ p50: number; p99: number; sent: number; received: number }>(['p99'], SECONDS * 1000 + 30_000);
+    return { p50: r.p50, p99: r.p99, lost: r.sent - r.received };
+  } finally {
+    await group.stopAll();
+  }
 }
 
 /** sender -> relay1 -> relay2 -> sink, every hop its own process. */
@@ -196,7 +275,7 @@ async function rawThroughput(size: number, tls: boolean): Promise<number> {
   const group = new ProcessGroup();
   try {
     const port = await freePort();
-    const env = tls ? await rawTlsFiles() : undefined;
+    const env = tls ? await benchTlsFiles() : undefined;
     const sink = await rawChain(group, ['raw-recv', String(port), String(COUNT)], port, env);
     const entry = (sink as ManagedProcess & { entry?: number }).entry!;
     group.spawn('raw-send', 'bench-worker', ['raw-send', `http://127.0.0.1:${entry}`, String(COUNT), String(size)], { env });
@@ -211,7 +290,7 @@ async function rawLatency(size: number, tls: boolean): Promise<Latency> {
   const group = new ProcessGroup();
   try {
     const port = await freePort();
-    const env = tls ? await rawTlsFiles() : undefined;
+    const env = tls ? await benchTlsFiles() : undefined;
     const sink = await rawChain(group, ['raw-echo', String(port)], port, env);
     const entry = (sink as ManagedProcess & { entry?: number }).entry!;
     const rtt = group.spawn('raw-rtt', 'bench-worker', ['raw-rtt', `http://127.0.0.1:${entry}`, String(RATE), String(SECONDS), String(size)], { env });
@@ -229,16 +308,19 @@ const LABELS: Record<PathName, string> = {
   slim: 'slim, plaintext: sender → node B → node A → receiver',
   'slim-mtls': 'slim, SPIFFE mTLS on every hop (same path)',
   raw: 'raw node:http2 relay chain (same shape, plaintext)',
+  nats: 'NATS: sender → nats-server B → gateway → nats-server A → receiver, plaintext',
+  'nats-tls': 'NATS, mutual TLS for clients and the gateway (same path)',
   'raw-tls': 'raw node:http2 relay chain, mutual TLS on every hop',
 };
 
 async function main(): Promise<void> {
   const rows: (Row & { key: PathName })[] = [];
-  const order: PathName[] = (['slim', 'slim-mtls', 'raw', 'raw-tls'] as const).filter((p) => PATHS.has(p));
+  const order: PathName[] = (['slim', 'slim-mtls', 'nats', 'nats-tls', 'raw', 'raw-tls'] as const).filter((p) => PATHS.has(p));
+  if (!NATS_SERVER) progress('nats-server not found: the NATS paths are skipped (apt-get install nats-server)');
   const throughput = (p: PathName, size: number): Promise<number> =>
-    p.startsWith('raw') ? rawThroughput(size, p === 'raw-tls') : slimThroughput(size, p === 'slim-mtls');
+    p.startsWith('raw') ? rawThroughput(size, p === 'raw-tls') : p.startsWith('nats') ? natsThroughput(size, p === 'nats-tls') : slimThroughput(size, p === 'slim-mtls');
   const latency = (p: PathName, size: number): Promise<Latency> =>
-    p.startsWith('raw') ? rawLatency(size, p === 'raw-tls') : slimLatency(size, p === 'slim-mtls');
+    p.startsWith('raw') ? rawLatency(size, p === 'raw-tls') : p.startsWith('nats') ? natsLatency(size, p === 'nats-tls') : slimLatency(size, p === 'slim-mtls');
   for (const size of SIZES) {
     const rate = new Map<PathName, number>();
     for (const p of order) {
@@ -270,6 +352,8 @@ async function main(): Promise<void> {
     '| payload | comparison | throughput ratio | Δ RTT p50 | Δ RTT p99 |',
     '|---|---|---:|---:|---:|',
     ...SIZES.flatMap((s) => [
+      `| ${s} B | slim plaintext vs NATS plaintext | ${ratio(s, 'slim', 'nats')} |`,
+      `| ${s} B | slim mTLS vs NATS mTLS | ${ratio(s, 'slim-mtls', 'nats-tls')} |`,
       `| ${s} B | slim plaintext vs raw | ${ratio(s, 'slim', 'raw')} |`,
       `| ${s} B | slim mTLS vs raw mTLS | ${ratio(s, 'slim-mtls', 'raw-tls')} |`,
       `| ${s} B | slim: mTLS vs plaintext (what TLS costs us) | ${ratio(s, 'slim-mtls', 'slim')} |`,

@@ -7,8 +7,11 @@
 //   slim-rtt   URL RATE SECONDS SIZE requests at a fixed rate, report RTT percentiles
 //   raw-*      the same roles over plain node:http2 with gRPC framing, no routing
 //   raw-relay  LISTEN_PORT NEXT_URL  pipe every stream to the next hop, both directions
+//   nats-*     the same roles as NATS clients (SERVERS is a nats-server URL); with
+//              BENCH_TLS_CERT/KEY/CA set they connect with mutual TLS
 
 import { readFileSync } from 'node:fs';
+import type { NatsConnection } from '@nats-io/transport-node';
 import http2, { type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import { SlimApp } from '../client/slim-app.js';
 import { FrameParser } from '../transport/frame-parser.js';
@@ -257,6 +260,120 @@ function rawRelay(port: number, next: string): void {
   });
 }
 
+// -- NATS roles (DESIGN §7: the same path through two NATS servers joined by a gateway) --------
+
+const NATS_SUBJECT = 'bench.receiver';
+const NATS_PROBE = 'bench.probe';
+
+async function natsConnect(servers: string): Promise<NatsConnection> {
+  const { connect } = await import('@nats-io/transport-node');
+  const ca = process.env['BENCH_TLS_CA'];
+  return connect({
+    servers,
+    // A slow-consumer drop on the path would look like throughput; let the buffers be large.
+    maxPingOut: 10,
+    ...(TLS && ca ? { tls: { cert: TLS.cert.toString(), key: TLS.key.toString(), ca: readFileSync(ca, 'utf8') } } : {}),
+  });
+}
+
+async function natsRecv(servers: string, count: number): Promise<void> {
+  const nc = await natsConnect(servers);
+  let n = 0;
+  let first = 0n;
+  nc.subscribe(NATS_SUBJECT, {
+    callback: () => {
+      if (n === 0) first = process.hrtime.bigint();
+      if (++n === count) {
+        const secs = Number(process.hrtime.bigint() - first) / 1e9;
+        out({ count: n, seconds: secs, rate: (n - 1) / secs });
+        setTimeout(() => process.exit(0), 100);
+      }
+    },
+  });
+  nc.subscribe(NATS_PROBE, {
+    callback: (_err, msg) => {
+      msg.respond(msg.data);
+    },
+  });
+  await nc.flush();
+  out({ ready: true });
+}
+
+async function natsSend(servers: string, count: number, size: number): Promise<void> {
+  const nc = await natsConnect(servers);
+  const payload = Buffer.alloc(size, 0x61);
+  await natsWaitForRoute(nc, NATS_PROBE);
+  const started = process.hrtime.bigint();
+  for (let sent = 0; sent < count; ) {
+    for (let i = 0; i < 1024 && sent < count; i++, sent++) nc.publish(NATS_SUBJECT, payload);
+    // flush() is the client's backpressure: wait for the server to have read what we wrote.
+    if ((sent & 16383) === 0) await nc.flush();
+    else await new Promise((r) => setImmediate(r));
+  }
+  await nc.flush();
+  const secs = Number(process.hrtime.bigint() - started) / 1e9;
+  out({ sent: count, seconds: secs });
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+
+async function natsEcho(servers: string): Promise<void> {
+  const nc = await natsConnect(servers);
+  nc.subscribe(NATS_SUBJECT, {
+    callback: (_err, msg) => {
+      msg.respond(msg.data);
+    },
+  });
+  await nc.flush();
+  out({ ready: true });
+}
+
+/** Resolves once a request crosses the gateway to the receiver: its interest has propagated. */
+async function natsWaitForRoute(nc: NatsConnection, subject = NATS_SUBJECT): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    try {
+      await nc.request(subject, Buffer.from('probe'), { timeout: 500 });
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error('no route to the NATS receiver within 15 s');
+}
+
+async function natsRtt(servers: string, rate: number, seconds: number, size: number): Promise<void> {
+  const nc = await natsConnect(servers);
+  await natsWaitForRoute(nc);
+  const payload = Buffer.alloc(size, 0x62);
+  const total = Math.round(rate * seconds);
+  const run = async (count: number): Promise<number[]> => {
+    const rtts: number[] = [];
+    let settled = 0;
+    let allSettled: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (allSettled = resolve));
+    const settle = (): void => {
+      if (++settled === count) allSettled();
+    };
+    await openLoop(rate, count, () => {
+      const t0 = performance.now();
+      nc.request(NATS_SUBJECT, payload, { timeout: 2000 }).then(
+        () => {
+          rtts.push(performance.now() - t0);
+          settle();
+        },
+        settle,
+      );
+    });
+    await done;
+    return rtts;
+  };
+  await run(Math.min(total, rate * 2));
+  const rtts = await run(total);
+  out(latencyResult(rtts, total));
+  await nc.close();
+  setTimeout(() => process.exit(0), 100);
+}
+
 const n = (i: number): number => Number(args[i]);
 switch (mode) {
   case 'slim-recv':
@@ -285,6 +402,18 @@ switch (mode) {
     break;
   case 'raw-relay':
     rawRelay(n(0), args[1]!);
+    break;
+  case 'nats-recv':
+    await natsRecv(args[0]!, n(1));
+    break;
+  case 'nats-send':
+    await natsSend(args[0]!, n(1), n(2));
+    break;
+  case 'nats-echo':
+    await natsEcho(args[0]!);
+    break;
+  case 'nats-rtt':
+    await natsRtt(args[0]!, n(1), n(2), n(3));
     break;
   default:
     process.stderr.write(`unknown bench worker mode ${mode}\n`);

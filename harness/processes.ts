@@ -139,8 +139,12 @@ export class ProcessGroup {
 
   spawn(label: string, program: ProgramName, args: string[], opts: SpawnOptions = {}): ManagedProcess {
     const { script, nodeFlags } = PROGRAMS[program];
-    const nodeArgs = [...nodeFlags, resolve(REPO_ROOT, script), ...args];
-    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, ...nodeArgs]] : [process.execPath, nodeArgs];
+    return this.spawnCommand(label, process.execPath, [...nodeFlags, resolve(REPO_ROOT, script), ...args], opts);
+  }
+
+  /** Any other executable (nats-server, haproxy...), managed the same way. */
+  spawnCommand(label: string, command: string, args: string[], opts: SpawnOptions = {}): ManagedProcess {
+    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, command, ...args]] : [command, args];
     const child = spawn(cmd, argv, {
       cwd: opts.cwd ?? REPO_ROOT,
       env: { ...process.env, ...opts.env },
