@@ -22,7 +22,14 @@ interface Latency {
   lost: number;
 }
 
+interface Throughput {
+  rate: number;
+  /** Messages of the throughput run that never arrived (NATS drops for slow consumers). */
+  lost: number;
+}
+
 interface Row extends Latency {
+  sendLost: number;
   size: number;
   path: string;
   rate: number;
@@ -137,7 +144,7 @@ async function startNodes(group: ProcessGroup, mtls: boolean): Promise<TwoNodes>
   return { bOps, appA: app(a, 'app-a'), appB: app(b, 'app-b') };
 }
 
-async function slimThroughput(size: number, mtls: boolean): Promise<number> {
+async function slimThroughput(size: number, mtls: boolean): Promise<Throughput> {
   const group = new ProcessGroup();
   try {
     const { appA, appB, bOps } = await startNodes(group, mtls);
@@ -147,7 +154,7 @@ async function slimThroughput(size: number, mtls: boolean): Promise<number> {
     await waitForMetric(bOps, /slim_subscriptions\{[^}]*\} 1/);
     group.spawn('slim-send', 'bench-worker', ['slim-send', appB, String(COUNT), String(size)]);
     const r = await recv.waitForJson<{ rate: number }>(['rate'], 120_000);
-    return r.rate;
+    return { rate: r.rate, lost: 0 }; // the receiver reports only once every message arrived
   } finally {
     await group.stopAll();
   }
@@ -230,15 +237,15 @@ async function startNats(group: ProcessGroup, tls: boolean): Promise<{ a: string
   return { a: url(pa), b: url(pb), ...(env ? { env } : {}) };
 }
 
-async function natsThroughput(size: number, tls: boolean): Promise<number> {
+async function natsThroughput(size: number, tls: boolean): Promise<Throughput> {
   const group = new ProcessGroup();
   try {
     const { a, b, env } = await startNats(group, tls);
     const recv = group.spawn('nats-recv', 'bench-worker', ['nats-recv', a, String(COUNT)], { env });
     await recv.waitForJson(['ready']);
     group.spawn('nats-send', 'bench-worker', ['nats-send', b, String(COUNT), String(size)], { env });
-    const r = await recv.waitForJson<{ rate: number }>(['rate'], 180_000);
-    return r.rate;
+    const r = await recv.waitForJson<{ rate: number; lost: number }>(['rate'], 180_000);
+    return { rate: r.rate, lost: r.lost };
   } finally {
     await group.stopAll();
   }
@@ -271,7 +278,7 @@ async function rawChain(group: ProcessGroup, sinkMode: string[], sinkPort: numbe
   return sink;
 }
 
-async function rawThroughput(size: number, tls: boolean): Promise<number> {
+async function rawThroughput(size: number, tls: boolean): Promise<Throughput> {
   const group = new ProcessGroup();
   try {
     const port = await freePort();
@@ -280,7 +287,7 @@ async function rawThroughput(size: number, tls: boolean): Promise<number> {
     const entry = (sink as ManagedProcess & { entry?: number }).entry!;
     group.spawn('raw-send', 'bench-worker', ['raw-send', `http://127.0.0.1:${entry}`, String(COUNT), String(size)], { env });
     const r = await sink.waitForJson<{ rate: number }>(['rate'], 120_000);
-    return r.rate;
+    return { rate: r.rate, lost: 0 };
   } finally {
     await group.stopAll();
   }
@@ -317,12 +324,12 @@ async function main(): Promise<void> {
   const rows: (Row & { key: PathName })[] = [];
   const order: PathName[] = (['slim', 'slim-mtls', 'nats', 'nats-tls', 'raw', 'raw-tls'] as const).filter((p) => PATHS.has(p));
   if (!NATS_SERVER) progress('nats-server not found: the NATS paths are skipped (apt-get install nats-server)');
-  const throughput = (p: PathName, size: number): Promise<number> =>
+  const throughput = (p: PathName, size: number): Promise<Throughput> =>
     p.startsWith('raw') ? rawThroughput(size, p === 'raw-tls') : p.startsWith('nats') ? natsThroughput(size, p === 'nats-tls') : slimThroughput(size, p === 'slim-mtls');
   const latency = (p: PathName, size: number): Promise<Latency> =>
     p.startsWith('raw') ? rawLatency(size, p === 'raw-tls') : p.startsWith('nats') ? natsLatency(size, p === 'nats-tls') : slimLatency(size, p === 'slim-mtls');
   for (const size of SIZES) {
-    const rate = new Map<PathName, number>();
+    const rate = new Map<PathName, Throughput>();
     for (const p of order) {
       if (!wants('throughput', p)) continue;
       progress(`${size} B: ${p} throughput (${COUNT.toLocaleString('en-US')} messages)`);
@@ -335,7 +342,8 @@ async function main(): Promise<void> {
     }
     for (const p of order) {
       const r = runs.get(p)!;
-      rows.push({ key: p, size, path: LABELS[p], rate: rate.get(p) ?? NaN, ...combine(r.length ? r : [NONE]) });
+      const t = rate.get(p);
+      rows.push({ key: p, size, path: LABELS[p], rate: t?.rate ?? NaN, sendLost: t?.lost ?? 0, ...combine(r.length ? r : [NONE]) });
     }
   }
   const range = (r: Row): string => `${fmtMs(Math.min(...r.p99s))}–${fmtMs(Math.max(...r.p99s))}`;
@@ -345,9 +353,9 @@ async function main(): Promise<void> {
     return x && y ? `${(x.rate / y.rate).toFixed(2)} | ${fmtMs(x.p50 - y.p50)} | ${fmtMs(x.p99 - y.p99)}` : 'n/a | n/a | n/a';
   };
   const lines = [
-    `| payload | path | throughput (msgs/s) | RTT p50 @${RATE}/s | RTT p99 @${RATE}/s (median of ${REPEAT}) | p99 range | replies lost |`,
-    '|---|---|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.size} B | ${r.path} | ${fmtRate(r.rate)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${range(r)} | ${r.lost} |`),
+    `| payload | path | throughput (msgs/s) | lost of ${COUNT.toLocaleString('en-US')} | RTT p50 @${RATE}/s | RTT p99 @${RATE}/s (median of ${REPEAT}) | p99 range | replies lost |`,
+    '|---|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.size} B | ${r.path} | ${fmtRate(r.rate)} | ${r.sendLost.toLocaleString('en-US')} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${range(r)} | ${r.lost} |`),
     '',
     '| payload | comparison | throughput ratio | Δ RTT p50 | Δ RTT p99 |',
     '|---|---|---:|---:|---:|',
