@@ -19,13 +19,14 @@ export const HTTP2_SETTINGS: Settings = {
 /** nghttp2 refuses work past maxSessionMemory (MiB); windows above need room to be honoured. */
 export const MAX_SESSION_MEMORY_MB = 64;
 
+/**
+ * TCP_NODELAY has to be set on the raw socket (DataPlaneServer's 'connection' event, the
+ * dialler's `noDelay` connect option): an http2 session's socket proxy throws on setNoDelay.
+ */
 export function tuneSession(session: Http2Session): void {
   const apply = (): void => {
     try {
       session.setLocalWindowSize(SESSION_WINDOW);
-      // Writes are already coalesced per event-loop turn; Nagle would only add delay (tens of
-      // ms with delayed ACKs) to a lone request/reply.
-      (session.socket as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
     } catch {
       // session already closing; nothing to tune
     }

@@ -2,7 +2,7 @@
 // the owner as a Channel. Any other path gets UNIMPLEMENTED, as a gRPC server would answer.
 
 import http2, { constants as h2, type Http2Server, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders, type SecureServerOptions } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { refuseSession } from './refusal.js';
 import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
@@ -56,6 +56,9 @@ export class DataPlaneServer {
       // New handshakes present the newest SVID at once; established sessions keep theirs.
       tls.on('update', () => (this.server as Http2SecureServer).setSecureContext(tls.serverOptions()));
     }
+    // The raw TCP socket, before TLS and HTTP/2 wrap it (the session's socket proxy refuses
+    // setNoDelay): writes are already coalesced per event-loop turn, so Nagle only adds delay.
+    this.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
     this.server.on('session', (session: ServerHttp2Session) => {
       // Runs synchronously after the handshake, before any frame of this session is read: a
       // refused peer never gets a stream.

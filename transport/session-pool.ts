@@ -2,7 +2,7 @@
 // every channel opened towards it. A dead session is dropped from the pool so the next open
 // dials again; liveness is checked with HTTP/2 PING rather than left to TCP.
 
-import http2, { type ClientHttp2Session } from 'node:http2';
+import http2, { type ClientHttp2Session, type SecureClientSessionOptions } from 'node:http2';
 import type { ConnectionOptions } from 'node:tls';
 import { OPEN_CHANNEL_PATH } from '../proto/dataplane.js';
 import { Channel, type ChannelHandler, type ChannelLimits } from './channel.js';
@@ -53,11 +53,16 @@ export class SessionPool {
     const key = this.key(t);
     const existing = this.sessions.get(key);
     if (existing && !existing.closed && !existing.destroyed) return existing;
-    const session = http2.connect(t.url, {
+    const options: SecureClientSessionOptions & { noDelay: boolean } = {
+      // Writes are coalesced per event-loop turn, so Nagle would only delay a lone message.
+      // The option reaches socket.connect (plain or TLS); http2's socket proxy refuses
+      // setNoDelay later.
+      noDelay: true,
       settings: HTTP2_SETTINGS,
       maxSessionMemory: MAX_SESSION_MEMORY_MB,
       ...(t.url.startsWith('https:') ? { ...t.tls, ALPNProtocols: ['h2'] } : {}),
-    });
+    };
+    const session = http2.connect(t.url, options);
     this.sessions.set(key, session);
     tuneSession(session);
     const forget = (): void => {
