@@ -103,7 +103,8 @@ export function verifiedPeerId(socket: TLSSocket | undefined): string {
   return '';
 }
 
-function spiffeUriSan(cert: PeerCertificate | undefined): string | undefined {
+/** The certificate's single `spiffe://` URI SAN, unverified; undefined if it has not exactly one. */
+export function spiffeUriSan(cert: PeerCertificate | undefined): string | undefined {
   if (!cert?.subjectaltname) return undefined;
   const uris = cert.subjectaltname.split(', ').filter((p) => p.startsWith('URI:'));
   return uris.length === 1 && uris[0]!.startsWith('URI:spiffe://') ? uris[0]!.slice(4) : undefined;

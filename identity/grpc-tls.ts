@@ -5,7 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import { createServer as createTlsServer, rootCertificates, type PeerCertificate, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import type { ConnectionTls, PeerVerdict } from './connection-tls.js';
+import { spiffeUriSan, type ConnectionTls, type PeerVerdict } from './connection-tls.js';
 
 export interface GrpcListener {
   port: number;
@@ -137,10 +137,5 @@ export function verifyGrpcCall(
   if (!tls.verifiesPeers) return { ok: true, id: '' };
   const cert = call.getAuthContext()?.sslPeerCertificate;
   if (!cert?.raw) return tls.refuse('inbound', call.getPeer(), 'no_certificate', 'the call did not arrive on a connection this server verified');
-  return { ok: true, id: spiffeIdOf(cert) };
-}
-
-function spiffeIdOf(cert: PeerCertificate): string {
-  const uris = (cert.subjectaltname ?? '').split(', ').filter((p) => p.startsWith('URI:'));
-  return uris.length === 1 && uris[0]!.startsWith('URI:spiffe://') ? uris[0]!.slice(4) : '';
+  return { ok: true, id: spiffeUriSan(cert) ?? '' };
 }
