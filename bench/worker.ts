@@ -53,6 +53,35 @@ async function openLoop(rate: number, total: number, send: () => void): Promise<
   }
 }
 
+/**
+ * Request/reply at a fixed rate: two seconds of warm-up at the measured rate (JIT tiers, routes),
+ * then `total` measured requests; returns their round-trip times (failed requests have none).
+ */
+async function measureRequests(rate: number, total: number, request: () => Promise<unknown>): Promise<number[]> {
+  const run = async (n: number): Promise<number[]> => {
+    const rtts: number[] = [];
+    // Count outcomes rather than keep the promises: a kept promise keeps its reply, and the reply
+    // its received buffer, and the measuring process's own GC would show up as path latency.
+    let settled = 0;
+    let allSettled: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (allSettled = resolve));
+    const settle = (): void => {
+      if (++settled === n) allSettled();
+    };
+    await openLoop(rate, n, () => {
+      const t0 = performance.now();
+      request().then(() => {
+        rtts.push(performance.now() - t0);
+        settle();
+      }, settle);
+    });
+    await done;
+    return rtts;
+  };
+  await run(Math.min(total, rate * 2));
+  return run(total);
+}
+
 // -- SLIM roles -------------------------------------------------------------------------------
 
 async function slimRecv(url: string, count: number): Promise<void> {
@@ -101,32 +130,7 @@ async function slimRtt(url: string, rate: number, seconds: number, size: number)
   const app = await SlimApp.connect({ name: 'bench/ns/sender', slim: url, requestTimeoutMs: 2000 });
   const payload = Buffer.alloc(size, 0x62);
   const total = Math.round(rate * seconds);
-  const run = async (n: number): Promise<number[]> => {
-    const rtts: number[] = [];
-    // Count outcomes rather than keep the promises: a kept promise keeps its reply, and the reply
-    // its received buffer, and the measuring process's own GC would show up as path latency.
-    let settled = 0;
-    let allSettled: () => void = () => undefined;
-    const done = new Promise<void>((resolve) => (allSettled = resolve));
-    const settle = (): void => {
-      if (++settled === n) allSettled();
-    };
-    await openLoop(rate, n, () => {
-      const t0 = performance.now();
-      app.request(RECEIVER, payload).then(
-        () => {
-          rtts.push(performance.now() - t0);
-          settle();
-        },
-        settle,
-      );
-    });
-    await done;
-    return rtts;
-  };
-  // Warm every process on the path (JIT tiers, routes) at the measured rate, then measure.
-  await run(Math.min(total, rate * 2));
-  const rtts = await run(total);
+  const rtts = await measureRequests(rate, total, () => app.request(RECEIVER, payload));
   if (process.env.BENCH_TRACE) process.stderr.write(`${JSON.stringify(rtts.map((r) => Math.round(r * 100) / 100))}\n`);
   out(latencyResult(rtts, total));
   app.close();
@@ -358,29 +362,7 @@ async function natsRtt(servers: string, rate: number, seconds: number, size: num
   await natsWaitForRoute(nc);
   const payload = Buffer.alloc(size, 0x62);
   const total = Math.round(rate * seconds);
-  const run = async (count: number): Promise<number[]> => {
-    const rtts: number[] = [];
-    let settled = 0;
-    let allSettled: () => void = () => undefined;
-    const done = new Promise<void>((resolve) => (allSettled = resolve));
-    const settle = (): void => {
-      if (++settled === count) allSettled();
-    };
-    await openLoop(rate, count, () => {
-      const t0 = performance.now();
-      nc.request(NATS_SUBJECT, payload, { timeout: 2000 }).then(
-        () => {
-          rtts.push(performance.now() - t0);
-          settle();
-        },
-        settle,
-      );
-    });
-    await done;
-    return rtts;
-  };
-  await run(Math.min(total, rate * 2));
-  const rtts = await run(total);
+  const rtts = await measureRequests(rate, total, () => nc.request(NATS_SUBJECT, payload, { timeout: 2000 }));
   out(latencyResult(rtts, total));
   await nc.close();
   setTimeout(() => process.exit(0), 100);
