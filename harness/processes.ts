@@ -19,6 +19,7 @@ export const PROGRAMS = {
   'slim-sender': { script: 'dist/client/sender-main.js', nodeFlags: [] },
   'slim-dev-issuer': { script: 'dist/identity/dev-issuer/main.js', nodeFlags: [] },
   slimctl: { script: 'dist/client/slimctl.js', nodeFlags: [] },
+  'slim-controller': { script: 'dist/controller/main.js', nodeFlags: [] },
   // Load generators get the same flag, so a bench measures the path, not the client's idle GC.
   'bench-worker': { script: 'dist/bench/worker.js', nodeFlags: ['--no-memory-reducer'] },
 } as const;

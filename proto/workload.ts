@@ -1,37 +1,18 @@
 // The SPIFFE Workload API service definition, loaded with @grpc/proto-loader for both the client
 // (identity/workload-api-client.ts) and the dev issuer's server. Low rate: no hand-written codec.
 
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import type * as grpc from '@grpc/grpc-js';
+import { clientConstructor, loadServiceDefinition } from './grpc-loader.js';
 
 /** The header every Workload API call must carry (the SPIFFE Workload API standard). */
 export const WORKLOAD_HEADER = 'workload.spiffe.io';
 
-function protoPath(): string {
-  // Source (vitest, tsx) sits beside the .proto; the build runs from dist/proto/.
-  for (const rel of ['./workload.proto', '../../proto/workload.proto']) {
-    const p = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(p)) return p;
-  }
-  throw new Error('proto/workload.proto not found beside the program');
-}
-
-let cached: grpc.ServiceDefinition | undefined;
-
 export function workloadServiceDefinition(): grpc.ServiceDefinition {
-  if (!cached) {
-    const def = protoLoader.loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
-    const svc = def['SpiffeWorkloadAPI'] as grpc.ServiceDefinition | undefined;
-    if (!svc) throw new Error('workload.proto: service SpiffeWorkloadAPI missing');
-    cached = svc;
-  }
-  return cached;
+  return loadServiceDefinition('workload.proto', 'SpiffeWorkloadAPI');
 }
 
 export function workloadClientConstructor(): grpc.ServiceClientConstructor {
-  return grpc.makeGenericClientConstructor(workloadServiceDefinition(), 'SpiffeWorkloadAPI');
+  return clientConstructor('workload.proto', 'SpiffeWorkloadAPI');
 }
 
 // Message shapes as proto-loader decodes them (keepCase, bytes as Buffer, defaults filled).

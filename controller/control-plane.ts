@@ -1,0 +1,491 @@
+// The controller's state and behaviour, without the gRPC plumbing: the registry of nodes (built
+// from their registrations alone, so a restarted controller needs no database), the route
+// planner, and reconciliation by diff — each node is told only where what it holds differs from
+// what the planner wants.
+
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { parseName } from '../proto/dataplane.js';
+import {
+  connectionTarget,
+  type ConnectionSpecMsg,
+  type ConnectionStateMsg,
+  type EndpointMsg,
+  type NodeMessage,
+  type RegisterMsg,
+} from '../proto/controller.js';
+import type { AdminEvent } from '../proto/admin.js';
+import { parseSpiffeId, type SpiffeId } from '../identity/spiffe-id.js';
+import { compilePathPatterns, matchesAny, type PathPattern } from '../identity/spiffe-path-pattern.js';
+import { RoutePlanner, routeKey } from './route-planner.js';
+import { NodeSession, type CommandAction, type CommandResult, type ControlStream } from './node-session.js';
+import type { ControllerMetrics } from './metrics.js';
+
+export interface HeldConnection {
+  spec: ConnectionSpecMsg;
+  /** pending (sent, not acknowledged), then as the node reports: up, connecting, failing. */
+  state: string;
+  error: string;
+  peerNodeId: string;
+  remoteAddress: string;
+}
+
+export interface HeldRoute {
+  name: string;
+  connectionId: string;
+  /** pending, installed or failed. */
+  state: string;
+  error: string;
+}
+
+/** One node as the controller knows it. */
+export class NodeRecord {
+  status: 'up' | 'down' = 'up';
+  session: NodeSession | undefined;
+  endpoints: EndpointMsg[] = [];
+  registeredAtMs = Date.now();
+  lastError = '';
+  graceTimer: NodeJS.Timeout | undefined;
+  /** What the node holds, from its registration, then from the commands it acknowledged. */
+  readonly connections = new Map<string, HeldConnection>();
+  readonly routes = new Map<string, HeldRoute>();
+  staticConnections: HeldConnection[] = [];
+
+  constructor(
+    readonly id: string,
+    readonly group: string,
+    readonly identity: string,
+  ) {}
+
+  get lastHeartbeatMs(): number {
+    return this.session?.lastHeartbeatMs ?? 0;
+  }
+}
+
+export interface ControlPlaneOptions {
+  heartbeatIntervalMs: number;
+  nodeGracePeriodMs: number;
+  commandTimeoutMs: number;
+  startupGraceMs: number;
+  /** Node SPIFFE ID path patterns; [] accepts any path. */
+  nodeSpiffePaths: string[];
+  /** The southbound verifies client certificates: every registration must carry an identity. */
+  requireIdentity: boolean;
+}
+
+export type Registration = { ok: true; record: NodeRecord } | { ok: false; reason: string };
+
+const MAX_ID = 253;
+
+export class ControlPlane extends EventEmitter {
+  readonly planner = new RoutePlanner();
+  readonly records = new Map<string, NodeRecord>();
+  /** Per (node, name): subscription changes run one after another, in arrival order. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly nodePaths: PathPattern[];
+  private deletionsAllowed = false;
+  private readonly startupTimer: NodeJS.Timeout;
+  private stopped = false;
+  /** Set by the program; the bench and unit tests run without. */
+  metrics: ControllerMetrics | undefined;
+  /** Commands sent since start (tests and the bench compare it with the expected difference). */
+  commandsSent = 0;
+
+  constructor(
+    private readonly opts: ControlPlaneOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.nodePaths = compilePathPatterns(opts.nodeSpiffePaths);
+    // Right after a (re)start most nodes have not re-registered yet, so the planner does not
+    // know what their routes lead to. Removing what it does not know about would tear down
+    // working routes; additions go out at once, deletions wait for the nodes to come back.
+    this.startupTimer = setTimeout(() => {
+      this.deletionsAllowed = true;
+      this.log.info({ nodes: this.records.size }, 'startup grace over: reconciling deletions');
+      void this.syncAll(new Set(this.records.keys()));
+    }, opts.startupGraceMs);
+    this.startupTimer.unref();
+    if (opts.startupGraceMs === 0) this.deletionsAllowed = true;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.startupTimer);
+    for (const r of this.records.values()) {
+      clearTimeout(r.graceTimer);
+      r.session?.close('controller shutting down');
+    }
+  }
+
+  private event(type: string, nodeId: string, group: string, detail: string): void {
+    const e: AdminEvent = { at_ms: Date.now(), type, node_id: nodeId, group, detail };
+    this.emit('event', e);
+  }
+
+  // -- registration ---------------------------------------------------------------------------
+
+  /** Why this registration must be refused, or undefined. */
+  private registrationProblem(m: RegisterMsg, identity: string): string | undefined {
+    if (!m.node_id) return 'node_id is empty';
+    if (m.node_id.length > MAX_ID || !/^[A-Za-z0-9._:@-]+$/.test(m.node_id)) return `node_id "${m.node_id.slice(0, 80)}" must be 1-${MAX_ID} of [A-Za-z0-9._:@-]`;
+    if (!m.group) return 'group is empty';
+    if (identity) {
+      let id: SpiffeId;
+      try {
+        id = parseSpiffeId(identity);
+      } catch (err) {
+        return `the node's certificate identity ${identity} is not a SPIFFE ID: ${(err as Error).message}`;
+      }
+      if (id.trustDomain !== m.group) {
+        return `group ${m.group} is not the trust domain of the node's identity ${identity} (${id.trustDomain}); a node's group must equal its SPIFFE trust domain`;
+      }
+      if (this.nodePaths.length > 0 && !matchesAny(this.nodePaths, id.path)) {
+        return `${identity} is not a node identity (config.southbound.nodeSpiffePaths: ${this.opts.nodeSpiffePaths.join(', ')})`;
+      }
+    } else if (this.opts.requireIdentity) {
+      return "the node's certificate carries no SPIFFE ID; registration needs one whose trust domain is the node's group";
+    }
+    const existing = this.records.get(m.node_id);
+    if (existing && existing.identity !== identity) {
+      return `node id ${m.node_id} is registered by ${existing.identity || 'an unauthenticated node'}, not ${identity || 'an unauthenticated node'}`;
+    }
+    return undefined;
+  }
+
+  /** A node's first message. Accepted nodes get a session; the diff goes out after the reply. */
+  register(m: RegisterMsg, identity: string, stream: ControlStream, peer: string): Registration {
+    const problem = this.registrationProblem(m, identity);
+    if (problem) {
+      this.metrics?.registrations.inc({ result: 'rejected' });
+      this.log.warn({ node_id: m.node_id, group: m.group, identity: identity || undefined, peer, reason: problem }, 'rejected a node registration');
+      this.event('registration_rejected', m.node_id, m.group, problem);
+      return { ok: false, reason: problem };
+    }
+    this.metrics?.registrations.inc({ result: 'accepted' });
+    let record = this.records.get(m.node_id);
+    if (record && record.group !== m.group) {
+      // Same identity, new group: only possible without identities (plaintext); start over.
+      this.forget(record, 'registered again in another group');
+      record = undefined;
+    }
+    const returning = Boolean(record);
+    if (!record) {
+      record = new NodeRecord(m.node_id, m.group, identity);
+      this.records.set(m.node_id, record);
+    }
+    const old = record.session;
+    record.session = undefined;
+    old?.close('replaced by a new registration of the same node');
+    clearTimeout(record.graceTimer);
+    record.graceTimer = undefined;
+    record.status = 'up';
+    record.registeredAtMs = Date.now();
+    record.endpoints = m.endpoints;
+    // What the node holds is what it says it holds: the diff is against that.
+    record.connections.clear();
+    record.routes.clear();
+    const states = new Map(m.connection_states.map((s) => [s.id, s]));
+    for (const c of m.connections) record.connections.set(c.id, held(c, states.get(c.id)));
+    for (const r of m.routes) record.routes.set(routeKey(r.name, r.connection_id), { name: r.name, connectionId: r.connection_id, state: 'installed', error: '' });
+    record.staticConnections = m.static_connections.map((c) => held(c, states.get(c.id)));
+
+    const session = new NodeSession(stream, {
+      heartbeatIntervalMs: this.opts.heartbeatIntervalMs,
+      commandTimeoutMs: this.opts.commandTimeoutMs,
+      onMessage: (msg) => this.onNodeMessage(record, session, msg),
+      onClose: (reason) => this.onSessionClosed(record, session, reason),
+      onCommandDone: (action, result, seconds) => this.commandDone(action, result, seconds),
+    });
+    record.session = session;
+    const ep = m.endpoints[0];
+    this.log.info(
+      {
+        node_id: m.node_id,
+        group: m.group,
+        identity: identity || undefined,
+        peer,
+        local_endpoint: ep?.local_endpoint || undefined,
+        external_endpoint: ep?.external_endpoint || undefined,
+        subscriptions: m.subscriptions.length,
+        connections: m.connections.length,
+        routes: m.routes.length,
+        returning,
+      },
+      `Registering node with ID ${m.node_id}`,
+    );
+    if (!ep?.local_endpoint) {
+      this.log.warn({ node_id: m.node_id }, 'the node advertises no local endpoint: nodes of its group cannot be sent its subscriptions');
+    }
+    this.event('node_up', m.node_id, m.group, returning ? 'registered again' : 'registered');
+    return { ok: true, record };
+  }
+
+  /** After the reply went out: bring the node's connections and routes to the wanted state. */
+  afterRegistration(record: NodeRecord, subscriptions: string[]): void {
+    const ep = record.endpoints[0];
+    const { changed, respec } = this.planner.upsertNode({
+      id: record.id,
+      group: record.group,
+      localEndpoint: ep?.local_endpoint ?? '',
+      externalEndpoint: ep?.external_endpoint ?? '',
+      tls: ep?.tls ?? false,
+    });
+    changed.add(record.id);
+    for (const connId of respec) for (const r of this.records.values()) if (this.planner.wantedFor(r.id)?.connections.has(connId)) changed.add(r.id);
+    void this.syncAll(changed);
+    const now = new Set<string>();
+    for (const text of subscriptions) {
+      const name = this.validName(record, text);
+      if (name) now.add(name);
+    }
+    for (const name of this.planner.subscriptionsOf(record.id)) if (!now.has(name)) void this.unsubscribed(record.id, name);
+    for (const name of now) if (!this.planner.isSubscribed(record.id, name)) void this.subscribed(record.id, name);
+  }
+
+  private validName(record: NodeRecord, text: string): string | undefined {
+    try {
+      parseName(text);
+      return text;
+    } catch (err) {
+      this.log.warn({ node_id: record.id, reason: (err as Error).message }, 'ignored a malformed subscription name from a node');
+      return undefined;
+    }
+  }
+
+  private onNodeMessage(record: NodeRecord, session: NodeSession, m: NodeMessage): void {
+    if (record.session !== session) return;
+    if (m.subscriptions) {
+      for (const text of m.subscriptions.added) {
+        const name = this.validName(record, text);
+        if (name) void this.subscribed(record.id, name);
+      }
+      for (const text of m.subscriptions.removed) {
+        const name = this.validName(record, text);
+        if (name) void this.unsubscribed(record.id, name);
+      }
+    } else if (m.connection_status) {
+      for (const s of m.connection_status.states) this.connectionState(record, s);
+    } else if (m.register) {
+      this.log.warn({ node_id: record.id }, 'ignored a second registration on an open control channel');
+    }
+  }
+
+  private connectionState(record: NodeRecord, s: ConnectionStateMsg): void {
+    const c = record.connections.get(s.id) ?? record.staticConnections.find((x) => x.spec.id === s.id);
+    if (!c) return;
+    const was = c.state;
+    c.state = s.state;
+    c.error = s.error;
+    c.peerNodeId = s.peer_node_id;
+    c.remoteAddress = s.remote_address;
+    if (was !== s.state && s.state === 'failing') {
+      record.lastError = `connection ${s.id} (${c.spec.endpoint}): ${s.error}`;
+      this.log.warn({ node_id: record.id, connection: s.id, endpoint: c.spec.endpoint, reason: s.error }, 'a node cannot reach a connection endpoint');
+      this.event('connection_failing', record.id, record.group, `${s.id} → ${c.spec.endpoint}: ${s.error}`);
+    } else if (was !== s.state && s.state === 'up') {
+      this.event('connection_up', record.id, record.group, `${s.id} → ${c.spec.endpoint}${s.peer_node_id ? ` (node ${s.peer_node_id})` : ''}`);
+    }
+  }
+
+  private onSessionClosed(record: NodeRecord, session: NodeSession, reason: string): void {
+    if (record.session !== session) return; // replaced by a newer registration
+    record.session = undefined;
+    if (this.stopped) return;
+    record.status = 'down';
+    this.log.warn({ node_id: record.id, group: record.group, reason, grace_ms: this.opts.nodeGracePeriodMs }, 'node disconnected; its routes stay for the grace period');
+    this.event('node_down', record.id, record.group, reason);
+    record.graceTimer = setTimeout(() => void this.removeNode(record), this.opts.nodeGracePeriodMs);
+    record.graceTimer.unref();
+  }
+
+  /** The grace period ran out: everything toward the node goes, in reverse order of install. */
+  private async removeNode(record: NodeRecord): Promise<void> {
+    if (this.records.get(record.id) !== record || record.status !== 'down') return;
+    this.log.info({ node_id: record.id, group: record.group }, 'node did not come back: removing its routes from the other nodes');
+    const names = [...this.planner.subscriptionsOf(record.id)];
+    await Promise.all(names.map((n) => this.unsubscribed(record.id, n)));
+    if (this.records.get(record.id) !== record || record.status !== 'down') return; // came back meanwhile
+    this.forget(record, 'grace period over');
+  }
+
+  private forget(record: NodeRecord, why: string): void {
+    clearTimeout(record.graceTimer);
+    const changed = this.planner.removeNode(record.id);
+    this.records.delete(record.id);
+    record.session?.close(why);
+    this.event('node_removed', record.id, record.group, why);
+    // Its endpoint may have been its group's external endpoint: connections to the group may
+    // need the new one.
+    for (const r of this.records.values()) changed.add(r.id);
+    changed.delete(record.id);
+    void this.syncAll(changed);
+  }
+
+  // -- subscriptions --------------------------------------------------------------------------
+
+  private chain(nodeId: string, name: string, work: () => Promise<void>): Promise<void> {
+    const key = `${nodeId}\u0000${name}`;
+    const prev = this.chains.get(key) ?? Promise.resolve();
+    const next = prev.then(work).catch((err: unknown) => {
+      this.log.error({ node_id: nodeId, name, err: (err as Error).message }, 'route planning failed');
+    });
+    this.chains.set(key, next);
+    void next.then(() => {
+      if (this.chains.get(key) === next) this.chains.delete(key);
+    });
+    return next;
+  }
+
+  /** A subscription appeared on a node: step 1, acknowledged, then step 2. */
+  subscribed(nodeId: string, name: string): Promise<void> {
+    const seen = performance.now();
+    return this.chain(nodeId, name, async () => {
+      if (!this.records.has(nodeId)) return;
+      await this.syncAll(this.planner.subscribe(nodeId, name));
+      if (!this.planner.isSubscribed(nodeId, name)) return;
+      await this.syncAll(this.planner.exposeRemote(nodeId, name));
+      this.metrics?.convergence.observe((performance.now() - seen) / 1000);
+    });
+  }
+
+  /** The last subscriber of a name on a node went: step 2 is undone first, then step 1. */
+  unsubscribed(nodeId: string, name: string): Promise<void> {
+    return this.chain(nodeId, name, async () => {
+      await this.syncAll(this.planner.unexposeRemote(nodeId, name));
+      await this.syncAll(this.planner.unsubscribe(nodeId, name));
+    });
+  }
+
+  // -- reconciliation by diff -----------------------------------------------------------------
+
+  async syncAll(nodes: Iterable<string>): Promise<void> {
+    const work: Promise<void>[] = [];
+    for (const id of nodes) work.push(this.sync(id));
+    await Promise.all(work);
+  }
+
+  /**
+   * Sends one node the difference between what it holds and what the planner wants: missing
+   * connections, then missing routes, then stale routes, then stale connections (deletions only
+   * once the startup grace is over). Resolves when the node acknowledged them all.
+   */
+  sync(nodeId: string): Promise<void> {
+    const record = this.records.get(nodeId);
+    const session = record?.session;
+    const wanted = this.planner.wantedFor(nodeId);
+    if (!record || !session || session.isClosed || !wanted) return Promise.resolve();
+    const acks: Promise<unknown>[] = [];
+    for (const connId of wanted.connections.keys()) {
+      const spec = this.planner.connectionSpec(connId);
+      if (!spec) continue;
+      const have = record.connections.get(connId);
+      if (have && sameSpec(have.spec, spec)) continue;
+      const h = held(spec);
+      record.connections.set(connId, h);
+      acks.push(this.command(record, session, { create_connection: spec }, (r) => this.connectionAcked(record, h, r)));
+    }
+    for (const [key, route] of wanted.routes) {
+      const have = record.routes.get(key);
+      if (have && have.state !== 'failed') continue;
+      if (!record.connections.has(route.connectionId)) continue; // its connection could not be built
+      const h: HeldRoute = { name: route.name, connectionId: route.connectionId, state: 'pending', error: '' };
+      record.routes.set(key, h);
+      acks.push(this.command(record, session, { set_route: { name: route.name, connection_id: route.connectionId } }, (r) => this.routeAcked(record, h, r, true)));
+    }
+    if (this.deletionsAllowed) {
+      for (const [key, h] of record.routes) {
+        if (wanted.routes.has(key)) continue;
+        record.routes.delete(key);
+        acks.push(this.command(record, session, { delete_route: { name: h.name, connection_id: h.connectionId } }, (r) => this.routeAcked(record, h, r, false)));
+      }
+      for (const [id, c] of record.connections) {
+        if (wanted.connections.has(id)) continue;
+        record.connections.delete(id);
+        acks.push(
+          this.command(record, session, { delete_connection: id }, (r) => {
+            if (r.ok) this.event('connection_removed', record.id, record.group, `${id} → ${c.spec.endpoint}`);
+          }),
+        );
+      }
+    }
+    return Promise.all(acks).then(() => undefined);
+  }
+
+  private command(
+    record: NodeRecord,
+    session: NodeSession,
+    cmd: Parameters<NodeSession['send']>[0],
+    done: (r: CommandResult) => void,
+  ): Promise<void> {
+    this.commandsSent++;
+    return session.send(cmd).then((r) => {
+      if (!r.ok) {
+        record.lastError = r.error;
+        const what = describe(cmd);
+        if (!r.error.startsWith('control channel closed')) {
+          this.log.warn({ node_id: record.id, command: what, reason: r.error }, r.timedOut ? 'a node did not acknowledge a command in time' : 'a node could not apply a command');
+          this.event('command_failed', record.id, record.group, `${what}: ${r.error}`);
+        }
+      }
+      done(r);
+    });
+  }
+
+  private connectionAcked(record: NodeRecord, h: HeldConnection, r: CommandResult): void {
+    if (record.connections.get(h.spec.id) !== h) return;
+    if (r.ok) {
+      if (h.state === 'pending') h.state = 'up';
+      this.event('connection_added', record.id, record.group, `${h.spec.id} → ${h.spec.endpoint} (${connectionTarget(h.spec)})`);
+    } else if (r.timedOut || r.error.startsWith('control channel closed')) {
+      // Unknown outcome: the node reports what it holds when it registers again.
+    } else {
+      // The node keeps dialling in the background and reports when the link comes up.
+      h.state = 'failing';
+      h.error = r.error;
+    }
+  }
+
+  private routeAcked(record: NodeRecord, h: HeldRoute, r: CommandResult, added: boolean): void {
+    if (added) {
+      if (record.routes.get(routeKey(h.name, h.connectionId)) !== h) return;
+      h.state = r.ok ? 'installed' : 'failed';
+      h.error = r.ok ? '' : r.error;
+      if (r.ok) this.event('route_added', record.id, record.group, `${h.name} → ${h.connectionId}`);
+    } else if (r.ok) {
+      this.event('route_removed', record.id, record.group, `${h.name} → ${h.connectionId}`);
+    }
+  }
+
+  private commandDone(action: CommandAction, r: CommandResult, seconds: number): void {
+    this.metrics?.commands.inc({ action, result: r.ok ? 'ok' : r.timedOut ? 'timeout' : 'failed' });
+    if (r.ok) this.metrics?.commandLatency.observe({ action }, seconds);
+  }
+
+  pendingCommands(): number {
+    let n = 0;
+    for (const r of this.records.values()) n += r.session?.pendingCount ?? 0;
+    return n;
+  }
+}
+
+function held(spec: ConnectionSpecMsg, state?: ConnectionStateMsg): HeldConnection {
+  return {
+    spec: { id: spec.id, endpoint: spec.endpoint, tls: spec.tls, ...(spec.node_id ? { node_id: spec.node_id } : {}), ...(spec.group ? { group: spec.group } : {}) },
+    state: state?.state || 'pending',
+    error: state?.error ?? '',
+    peerNodeId: state?.peer_node_id ?? '',
+    remoteAddress: state?.remote_address ?? '',
+  };
+}
+
+function sameSpec(a: ConnectionSpecMsg, b: ConnectionSpecMsg): boolean {
+  return a.endpoint === b.endpoint && a.tls === b.tls && (a.node_id ?? '') === (b.node_id ?? '') && (a.group ?? '') === (b.group ?? '');
+}
+
+function describe(cmd: Parameters<NodeSession['send']>[0]): string {
+  if (cmd.create_connection) return `create connection ${cmd.create_connection.id} to ${cmd.create_connection.endpoint}`;
+  if (cmd.delete_connection !== undefined) return `delete connection ${cmd.delete_connection}`;
+  if (cmd.set_route) return `set route ${cmd.set_route.name} → ${cmd.set_route.connection_id}`;
+  return `delete route ${cmd.delete_route!.name} → ${cmd.delete_route!.connection_id}`;
+}
