@@ -10,6 +10,7 @@
 // is read too.
 //
 // Options: --nodes 500 --groups 5 --events 200 (burst) --rate 20 --seconds 10 (paced run)
+//          --external SOUTH,OPS (ports of a controller started by hand, e.g. under --cpu-prof)
 
 import * as grpc from '@grpc/grpc-js';
 import { controllerClientConstructor, type ControllerMessage, type NodeMessage, type RegisterMsg } from '../proto/controller.js';
@@ -117,19 +118,27 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void stop().then(() => process.exit(130)));
   try {
-    const dir = scratchDir('slim-bench-controller');
-    const [south, ops] = [await freePort(), await freePort()];
-    const cfg = writeConfig(dir, 'controller.yaml', {
-      config: {
-        southbound: { httpHost: '127.0.0.1', httpPort: south, tls: { insecure: true } },
-        northbound: { enabled: false, httpPort: 0 },
-        reconciler: { heartbeatInterval: '5s', commandTimeout: '60s', startupGrace: '0s' },
-        logging: { level: 'warn' },
-        observability: { endpoint: `127.0.0.1:${ops}` },
-      },
-    });
-    const controller = group.spawn('controller', 'slim-controller', ['--config', cfg]);
-    await controller.waitForLine(/slim-controller started|"level":"(warn|error)"/);
+    // --external SOUTH_PORT,OPS_PORT: use a controller started by hand (e.g. under --cpu-prof).
+    const external = arg('external', '');
+    let south: number;
+    let ops: number;
+    if (external) {
+      [south, ops] = external.split(',').map(Number) as [number, number];
+    } else {
+      const dir = scratchDir('slim-bench-controller');
+      [south, ops] = [await freePort(), await freePort()];
+      const cfg = writeConfig(dir, 'controller.yaml', {
+        config: {
+          southbound: { httpHost: '127.0.0.1', httpPort: south, tls: { insecure: true } },
+          northbound: { enabled: false, httpPort: 0 },
+          reconciler: { heartbeatInterval: '5s', commandTimeout: '60s', startupGrace: '0s' },
+          logging: { level: 'warn' },
+          observability: { endpoint: `127.0.0.1:${ops}` },
+        },
+      });
+      const controller = group.spawn('controller', 'slim-controller', ['--config', cfg]);
+      await controller.waitForLine(/slim-controller started|"level":"(warn|error)"/);
+    }
 
     const fleet = new Fleet();
     const Ctor = controllerClientConstructor();

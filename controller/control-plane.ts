@@ -103,7 +103,7 @@ export class ControlPlane extends EventEmitter {
     this.startupTimer = setTimeout(() => {
       this.deletionsAllowed = true;
       this.log.info({ nodes: this.records.size }, 'startup grace over: reconciling deletions');
-      void this.syncAll(new Set(this.records.keys()));
+      void this.syncAll(new Set(this.records.keys()), true);
     }, opts.startupGraceMs);
     this.startupTimer.unref();
     if (opts.startupGraceMs === 0) this.deletionsAllowed = true;
@@ -231,8 +231,10 @@ export class ControlPlane extends EventEmitter {
       externalEndpoint: ep?.external_endpoint ?? '',
       tls: ep?.tls ?? false,
     });
-    changed.add(record.id);
-    for (const connId of respec) for (const r of this.records.values()) if (this.planner.wantedFor(r.id)?.connections.has(connId)) changed.add(r.id);
+    const full = new Set([record.id]);
+    for (const connId of respec) for (const r of this.records.values()) if (this.planner.wantedFor(r.id)?.connections.has(connId)) full.add(r.id);
+    for (const id of full) changed.delete(id);
+    void this.syncAll(full, true);
     void this.syncAll(changed);
     const now = new Set<string>();
     for (const text of subscriptions) {
@@ -311,15 +313,16 @@ export class ControlPlane extends EventEmitter {
 
   private forget(record: NodeRecord, why: string): void {
     clearTimeout(record.graceTimer);
-    const changed = this.planner.removeNode(record.id);
+    this.planner.removeNode(record.id);
     this.records.delete(record.id);
     record.session?.close(why);
     this.event('node_removed', record.id, record.group, why);
     // Its endpoint may have been its group's external endpoint: connections to the group may
     // need the new one.
-    for (const r of this.records.values()) changed.add(r.id);
-    changed.delete(record.id);
-    void this.syncAll(changed);
+    void this.syncAll(
+      [...this.records.keys()].filter((id) => id !== record.id),
+      true,
+    );
   }
 
   // -- subscriptions --------------------------------------------------------------------------
@@ -359,24 +362,32 @@ export class ControlPlane extends EventEmitter {
 
   // -- reconciliation by diff -----------------------------------------------------------------
 
-  async syncAll(nodes: Iterable<string>): Promise<void> {
+  async syncAll(nodes: Iterable<string>, full = false): Promise<void> {
     const work: Promise<void>[] = [];
-    for (const id of nodes) work.push(this.sync(id));
+    for (const id of nodes) work.push(this.sync(id, full));
     await Promise.all(work);
   }
 
   /**
    * Sends one node the difference between what it holds and what the planner wants: missing
    * connections, then missing routes, then stale routes, then stale connections (deletions only
-   * once the startup grace is over). Resolves when the node acknowledged them all.
+   * once the startup grace is over). `full` compares everything (registration, end of the
+   * startup grace, endpoint changes); otherwise only what the planner marked as changed.
+   * Resolves when the node acknowledged them all.
    */
-  sync(nodeId: string): Promise<void> {
+  sync(nodeId: string, full = false): Promise<void> {
+    const dirty = this.planner.takeDirty(nodeId);
     const record = this.records.get(nodeId);
     const session = record?.session;
     const wanted = this.planner.wantedFor(nodeId);
+    // A node without a channel gets a full diff when it registers again.
     if (!record || !session || session.isClosed || !wanted) return Promise.resolve();
+    if (!full && !dirty) return Promise.resolve();
+    const connIds = full ? new Set([...wanted.connections.keys(), ...record.connections.keys()]) : dirty!.connections;
+    const routeKeys = full ? new Set([...wanted.routes.keys(), ...record.routes.keys()]) : dirty!.routes;
     const acks: Promise<unknown>[] = [];
-    for (const connId of wanted.connections.keys()) {
+    for (const connId of connIds) {
+      if (!wanted.connections.has(connId)) continue;
       const spec = this.planner.connectionSpec(connId);
       if (!spec) continue;
       const have = record.connections.get(connId);
@@ -385,7 +396,9 @@ export class ControlPlane extends EventEmitter {
       record.connections.set(connId, h);
       acks.push(this.command(record, session, { create_connection: spec }, (r) => this.connectionAcked(record, h, r)));
     }
-    for (const [key, route] of wanted.routes) {
+    for (const key of routeKeys) {
+      const route = wanted.routes.get(key);
+      if (!route) continue;
       const have = record.routes.get(key);
       if (have && have.state !== 'failed') continue;
       if (!record.connections.has(route.connectionId)) continue; // its connection could not be built
@@ -394,13 +407,15 @@ export class ControlPlane extends EventEmitter {
       acks.push(this.command(record, session, { set_route: { name: route.name, connection_id: route.connectionId } }, (r) => this.routeAcked(record, h, r, true)));
     }
     if (this.deletionsAllowed) {
-      for (const [key, h] of record.routes) {
-        if (wanted.routes.has(key)) continue;
+      for (const key of routeKeys) {
+        const h = record.routes.get(key);
+        if (!h || wanted.routes.has(key)) continue;
         record.routes.delete(key);
         acks.push(this.command(record, session, { delete_route: { name: h.name, connection_id: h.connectionId } }, (r) => this.routeAcked(record, h, r, false)));
       }
-      for (const [id, c] of record.connections) {
-        if (wanted.connections.has(id)) continue;
+      for (const id of connIds) {
+        const c = record.connections.get(id);
+        if (!c || wanted.connections.has(id)) continue;
         record.connections.delete(id);
         acks.push(
           this.command(record, session, { delete_connection: id }, (r) => {

@@ -51,7 +51,26 @@ export class RoutePlanner {
   private readonly wanted = new Map<string, Wanted>();
   /** The external endpoint chosen for each group (the first registered node's, kept while it stays). */
   private readonly external = new Map<string, { endpoint: string; tls: boolean; from: string }>();
+  /** Per node, the route keys and connection ids whose wanted state changed since last taken. */
+  private readonly dirty = new Map<string, { routes: Set<string>; connections: Set<string> }>();
   private routeCount = 0;
+
+  /**
+   * What changed for a node since the last call: the controller diffs only these items instead
+   * of the node's whole table (a full diff per event made a burst of subscriptions quadratic).
+   */
+  takeDirty(id: string): { routes: Set<string>; connections: Set<string> } | undefined {
+    const d = this.dirty.get(id);
+    this.dirty.delete(id);
+    return d;
+  }
+
+  private mark(node: string, key: string, connectionId: string): void {
+    let d = this.dirty.get(node);
+    if (!d) this.dirty.set(node, (d = { routes: new Set(), connections: new Set() }));
+    d.routes.add(key);
+    d.connections.add(connectionId);
+  }
 
   get totalRoutes(): number {
     return this.routeCount;
@@ -162,6 +181,7 @@ export class RoutePlanner {
     const w = this.wanted.get(id)!;
     this.routeCount -= w.routes.size;
     this.wanted.delete(id);
+    this.dirty.delete(id);
     this.subscribed.delete(id);
     this.exposed.delete(id);
     this.nodes.delete(id);
@@ -258,6 +278,7 @@ export class RoutePlanner {
     }
     w.routes.set(key, { name, connectionId, refs: 1 });
     this.routeCount++;
+    this.mark(node, key, connectionId);
     w.connections.set(connectionId, (w.connections.get(connectionId) ?? 0) + 1);
   }
 
@@ -270,6 +291,7 @@ export class RoutePlanner {
     if (--r.refs > 0) return;
     w.routes.delete(key);
     this.routeCount--;
+    this.mark(node, key, connectionId);
     const c = (w.connections.get(connectionId) ?? 1) - 1;
     if (c > 0) w.connections.set(connectionId, c);
     else w.connections.delete(connectionId);
