@@ -19,6 +19,10 @@ export interface LocalNodeSpec {
   /** The tls block of the server and of every client (default: plaintext). */
   serverTls?: Record<string, unknown>;
   clientTls?: Record<string, unknown>;
+  /** The group's load balancer (host:port) nodes of other groups dial. */
+  externalEndpoint?: string;
+  /** Controllers to register with: the seed's controller.clients entries. */
+  controllers?: { endpoint: string; tls: Record<string, unknown> }[];
 }
 
 /**
@@ -45,10 +49,17 @@ export function localNodeConfig(spec: LocalNodeSpec): Record<string, unknown> {
         node_id: spec.nodeId,
         group_name: spec.group,
         dataplane: {
-          servers: [{ endpoint: `${host}:${spec.port}`, metadata: { local_endpoint: `${host}:${spec.port}` }, tls: spec.serverTls ?? { insecure: true } }],
+          servers: [
+            {
+              endpoint: `${host}:${spec.port}`,
+              metadata: { local_endpoint: `${host}:${spec.port}`, ...(spec.externalEndpoint ? { external_endpoint: spec.externalEndpoint } : {}) },
+              tls: spec.serverTls ?? { insecure: true },
+            },
+          ],
           clients: (spec.dial ?? []).map((endpoint) => ({ endpoint, tls: spec.clientTls ?? { insecure: true } })),
           ...spec.extraDataplane,
         },
+        ...(spec.controllers ? { controller: { clients: spec.controllers } } : {}),
       },
     },
   };
