@@ -23,10 +23,11 @@ import {
   type NodeInfo,
   type RouteInfo,
   type SubscriptionInfo,
+  type Rejection,
   type Topology,
 } from '../proto/admin.js';
 
-export type { AdminEvent, ConnectionInfo, GroupInfo, ListRequest, NodeInfo, RouteInfo, SubscriptionInfo, Topology } from '../proto/admin.js';
+export type { AdminEvent, ConnectionInfo, GroupInfo, ListRequest, NodeInfo, Rejection, RouteInfo, SubscriptionInfo, Topology } from '../proto/admin.js';
 
 export const DEFAULT_ADMIN_SERVER = '127.0.0.1:50051';
 export const DEFAULT_ADMIN_TIMEOUT_MS = 10_000;
@@ -144,6 +145,12 @@ export class AdminClient {
   async subscriptions(filter: AdminFilter = {}): Promise<SubscriptionInfo[]> {
     const res = (await this.unary('ListSubscriptions', filter)) as { subscriptions?: unknown[] };
     return (res.subscriptions ?? []).map(subscriptionInfo);
+  }
+
+  /** Registrations the controller refused recently, newest first. */
+  async rejections(filter: AdminFilter = {}): Promise<Rejection[]> {
+    const res = (await this.unary('ListRejections', filter)) as { rejections?: unknown[] };
+    return (res.rejections ?? []).map(rejection);
   }
 
   async topology(filter: AdminFilter = {}): Promise<Topology> {
@@ -320,6 +327,19 @@ export function connectionInfo(v: unknown): ConnectionInfo {
 export function subscriptionInfo(v: unknown): SubscriptionInfo {
   const r = (v ?? {}) as Raw;
   return { node_id: str(r['node_id']), group: str(r['group']), name: str(r['name']) };
+}
+
+export function rejection(v: unknown): Rejection {
+  const r = (v ?? {}) as Raw;
+  return {
+    node_id: str(r['node_id']),
+    group: str(r['group']),
+    identity: str(r['identity']),
+    peer: str(r['peer']),
+    reason: str(r['reason']),
+    last_at_ms: num(r['last_at_ms']),
+    count: num(r['count']),
+  };
 }
 
 export function groupInfo(v: unknown): GroupInfo {

@@ -10,7 +10,7 @@ import { onShutdownSignal } from '../common/cli.js';
 import { ConfigError, splitHostPort } from '../common/config-file.js';
 import type { TlsSettings } from '../common/tls-config.js';
 import type { AdminApiError, AdminClient, AdminFilter } from './admin-client.js';
-import type { AdminEvent, ConnectionInfo, GroupInfo, NodeInfo, RouteInfo, SubscriptionInfo, Topology } from '../proto/admin.js';
+import type { AdminEvent, ConnectionInfo, GroupInfo, NodeInfo, Rejection, RouteInfo, SubscriptionInfo, Topology } from '../proto/admin.js';
 import { formatSpan, formatTable, outputOption, parseTimeout, type OutputFormat } from './output.js';
 
 const DEFAULT_SERVER = '127.0.0.1:50051';
@@ -310,13 +310,20 @@ export function topologyText(t: Topology, now = Date.now()): string {
     .join('\n');
 }
 
+export function rejectionsTable(rows: readonly Rejection[], now = Date.now()): string {
+  return formatTable(
+    ['NODE', 'GROUP', 'IDENTITY', 'PEER', 'TIMES', 'LAST', 'REASON'],
+    rows.map((r) => [dash(r.node_id), dash(r.group), dash(r.identity), dash(r.peer), String(r.count), age(r.last_at_ms, now), r.reason]),
+  );
+}
+
 /** One line per event: time, type, node, group, detail. */
 export function eventLine(e: AdminEvent): string {
   const at = e.at_ms ? new Date(e.at_ms).toISOString() : '-';
   return `${at}  ${e.type.padEnd(21)}  ${dash(e.node_id)}  ${dash(e.group)}  ${e.detail}`.trimEnd();
 }
 
-type ListCommand = 'nodes' | 'routes' | 'connections' | 'subscriptions';
+type ListCommand = 'nodes' | 'routes' | 'connections' | 'subscriptions' | 'rejections';
 
 const LIST: Record<ListCommand, { description: string; empty: string; run: (c: AdminClient, f: AdminFilter) => Promise<unknown[]>; table: (rows: never[]) => string }> = {
   nodes: {
@@ -342,6 +349,12 @@ const LIST: Record<ListCommand, { description: string; empty: string; run: (c: A
     empty: 'no subscriptions',
     run: (c, f) => c.subscriptions(f),
     table: (rows: SubscriptionInfo[]) => subscriptionsTable(rows),
+  },
+  rejections: {
+    description: 'registrations the controller refused recently (group not the SVID\'s trust domain, node id taken, ...) and why',
+    empty: 'no refused registrations',
+    run: (c, f) => c.rejections(f),
+    table: (rows: Rejection[]) => rejectionsTable(rows),
   },
 };
 

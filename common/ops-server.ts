@@ -10,6 +10,8 @@ export interface OpsServerOptions {
   registry: Registry;
   /** Undefined when ready, otherwise the reason it is not. */
   notReadyReason(): string | undefined;
+  /** Extra read-only JSON documents, by path (e.g. "/connections"): GET returns the provider's value. */
+  json?: Record<string, () => unknown>;
 }
 
 export class OpsServer {
@@ -37,9 +39,24 @@ export class OpsServer {
       const reason = this.opts.notReadyReason();
       res.writeHead(reason ? 503 : 200, { 'content-type': 'text/plain' });
       res.end(reason ? `not ready: ${reason}\n` : 'ready\n');
+    } else if (path !== undefined && this.opts.json && Object.hasOwn(this.opts.json, path)) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' });
+        res.end(`${path} is read-only: use GET\n`);
+        return;
+      }
+      try {
+        const body = `${JSON.stringify(this.opts.json[path]!(), null, 2)}\n`;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      } catch (err) {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`${path} failed: ${(err as Error).message}\n`);
+      }
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found: try /metrics, /healthz, /readyz\n');
+      const paths = ['/metrics', '/healthz', '/readyz', ...Object.keys(this.opts.json ?? {})];
+      res.end(`not found: try ${paths.join(', ')}\n`);
     }
   }
 

@@ -10,6 +10,7 @@ import {
   type GroupInfo,
   type ListRequest,
   type NodeInfo,
+  type Rejection,
   type RouteInfo,
   type SubscriptionInfo,
 } from '../proto/admin.js';
@@ -99,6 +100,12 @@ export class AdminViews {
     return out;
   }
 
+  rejections(req: Partial<ListRequest> = {}): Rejection[] {
+    return [...this.plane.rejections.values()]
+      .filter((r) => (!req.node_id || r.node_id === req.node_id) && (!req.group || r.group === req.group))
+      .reverse();
+  }
+
   topology(req: Partial<ListRequest> = {}): GroupInfo[] {
     const groups = new Map<string, NodeRecord[]>();
     for (const r of this.selected(req)) {
@@ -163,6 +170,7 @@ export function addAdminService(server: grpc.Server, plane: ControlPlane, tls: C
     ListConnections: unary((req) => ({ connections: views.connections(req) })),
     ListSubscriptions: unary((req) => ({ subscriptions: views.subscriptions(req) })),
     GetTopology: unary((req) => ({ groups: views.topology(req) })),
+    ListRejections: unary((req) => ({ rejections: views.rejections(req) })),
     Watch: (call: grpc.ServerWritableStream<unknown, AdminEvent>) => {
       const denied = check(call);
       if (denied) {

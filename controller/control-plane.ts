@@ -14,7 +14,7 @@ import {
   type NodeMessage,
   type RegisterMsg,
 } from '../proto/controller.js';
-import type { AdminEvent } from '../proto/admin.js';
+import type { AdminEvent, Rejection } from '../proto/admin.js';
 import { parseSpiffeId, type SpiffeId } from '../identity/spiffe-id.js';
 import { compilePathPatterns, matchesAny, type PathPattern } from '../identity/spiffe-path-pattern.js';
 import { RoutePlanner, routeKey } from './route-planner.js';
@@ -76,6 +76,8 @@ export interface ControlPlaneOptions {
 export type Registration = { ok: true; record: NodeRecord } | { ok: false; reason: string };
 
 const MAX_ID = 253;
+/** Refused registrations kept for the admin API. */
+const MAX_REJECTIONS = 100;
 
 export class ControlPlane extends EventEmitter {
   readonly planner = new RoutePlanner();
@@ -86,6 +88,8 @@ export class ControlPlane extends EventEmitter {
   private deletionsAllowed = false;
   private readonly startupTimer: NodeJS.Timeout;
   private stopped = false;
+  /** Recent refused registrations, by node id + identity + reason, oldest first. */
+  readonly rejections = new Map<string, Rejection>();
   /** Set by the program; the bench and unit tests run without. */
   metrics: ControllerMetrics | undefined;
   /** Commands sent since start (tests and the bench compare it with the expected difference). */
@@ -160,6 +164,11 @@ export class ControlPlane extends EventEmitter {
       this.metrics?.registrations.inc({ result: 'rejected' });
       this.log.warn({ node_id: m.node_id, group: m.group, identity: identity || undefined, peer, reason: problem }, 'rejected a node registration');
       this.event('registration_rejected', m.node_id, m.group, problem);
+      const key = `${m.node_id}\u0000${identity}\u0000${problem}`;
+      const prev = this.rejections.get(key);
+      this.rejections.delete(key);
+      this.rejections.set(key, { node_id: m.node_id, group: m.group, identity, peer, reason: problem, last_at_ms: Date.now(), count: (prev?.count ?? 0) + 1 });
+      if (this.rejections.size > MAX_REJECTIONS) this.rejections.delete(this.rejections.keys().next().value!);
       return { ok: false, reason: problem };
     }
     this.metrics?.registrations.inc({ result: 'accepted' });

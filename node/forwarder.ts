@@ -83,15 +83,17 @@ export class Forwarder {
     // proved; a node's stamp is kept only when that node's link is itself authenticated.
     const badIdentity = fromApp ? !bytesEqualAt(buf, v.identityStart, v.identityEnd, from.identityBytes) : !from.authenticated && v.identityEnd > v.identityStart;
     const rewrite = badIdentity || v.ttlPos < 0 || v.ttlLen !== 1 || ttl > 127;
-    // Split horizon: what came from a node goes only to local apps; interest learned from nodes
-    // is one hop, so forwarding node-to-node could only duplicate or loop.
-    const appsOnly = !fromApp;
+    // Split horizon (DESIGN §4, two-step routing): from an app, anywhere; from a node of another
+    // group, to local apps or nodes of this group (the second step, towards the subscriber's
+    // node); from a node of this group, to local apps only. At most app → other group → same
+    // group → app, so nothing loops.
+    const maxClass = from.maxTargetClass;
     const set = this.table.lookupView(buf, v);
     const out = this.targets;
     out.length = 0;
-    if (v.fanout > 1) set?.collect(from, appsOnly, out);
+    if (v.fanout > 1) set?.collect(from, maxClass, out);
     else {
-      const target = set?.pickOne(from, appsOnly);
+      const target = set?.pickOne(from, maxClass);
       if (target) out.push(target);
     }
     if (out.length === 0) return this.noRoute(from, buf, v);

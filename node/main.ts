@@ -69,6 +69,11 @@ async function checkTlsMaterial(cfg: NodeConfig): Promise<void> {
       const t = await ConnectionTls.create(c.tls, `${at}.dataplane.clients[${i}].tls`);
       if (t) made.push(t);
     }
+    for (const [i, c] of cfg.controllerClients.entries()) {
+      if (!c.url.startsWith('https:')) continue;
+      const t = await ConnectionTls.create(c.tls, `${at}.controller.clients[${i}].tls`);
+      if (t) made.push(t);
+    }
   } finally {
     // Closing the last user of a Workload API stream closes the stream.
     for (const t of made) t.close();

@@ -25,6 +25,8 @@ export class NodeStats {
   readonly refusals = new Map<string, number>();
   /** Peers refused by certificate verification, by `direction/reason`. */
   readonly tlsRefusals = new Map<string, number>();
+  /** Controller commands applied, by `action/result` (result: success or failure). */
+  readonly controllerCommands = new Map<string, number>();
   bytesInClosed = 0;
   bytesOutClosed = 0;
 
@@ -57,6 +59,11 @@ export interface NodeGauges {
   pausedLinks(): number;
   bytesIn(): number;
   bytesOut(): number;
+  /** Each configured controller and whether it accepted this node's registration. */
+  controllers(): { controller: string; connected: boolean }[];
+  /** Controlled connections by state (up, connecting, failing). */
+  controlledConnections(): Record<string, number>;
+  controlledRoutes(): number;
 }
 
 export function createNodeRegistry(stats: NodeStats, gauges: NodeGauges, labels: Record<string, string>): Registry {
@@ -208,6 +215,46 @@ export function createNodeRegistry(stats: NodeStats, gauges: NodeGauges, labels:
     registers: [registry],
     collect() {
       this.set(gauges.pausedLinks());
+    },
+  });
+  new Gauge({
+    name: 'slim_controller_connected',
+    help: 'Whether the control channel to each configured controller is up and registered (1) or not (0)',
+    labelNames: ['controller'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const c of gauges.controllers()) this.set({ controller: c.controller }, c.connected ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'slim_controller_commands_total',
+    help: 'Controller commands applied, by action and result (success or failure)',
+    labelNames: ['action', 'result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [k, n] of stats.controllerCommands) {
+        const [action, result] = k.split('/');
+        this.inc({ action, result }, n);
+      }
+    },
+  });
+  new Gauge({
+    name: 'slim_controlled_connections',
+    help: 'Connections installed by the controller, by state (up, connecting, failing)',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      for (const [state, n] of Object.entries(gauges.controlledConnections())) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'slim_controlled_routes',
+    help: 'Routes installed by the controller (name → connection)',
+    registers: [registry],
+    collect() {
+      this.set(gauges.controlledRoutes());
     },
   });
   return registry;

@@ -1,5 +1,7 @@
 // slim-node: data-plane servers, links to apps and other nodes, and what ties them together
-// (negotiation, interest propagation between nodes, cleanup when a link goes).
+// (negotiation, interest propagation between nodes, cleanup when a link goes), plus the
+// connections and routes the controller installs (controlled-connections.ts) and, when
+// controller.clients are configured, the control channel (controller-client.ts).
 
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -13,7 +15,11 @@ import { SessionPool } from '../transport/session-pool.js';
 import { ConnectionTls, type RefusalEvent } from '../identity/connection-tls.js';
 import { parseSpiffeId, type SpiffeId } from '../identity/spiffe-id.js';
 import type { TlsSettings } from '../common/tls-config.js';
+// Types only: the module (and grpc-js with it) is imported in start() when a controller is configured.
+import type { ControlPlane } from './controller-client.js';
+import type { ConnectionSpecMsg, EndpointMsg, RegisterMsg } from '../proto/controller.js';
 import type { NodeConfig } from './config.js';
+import { ControlledState, type ControlledConnectionJson, type RouteJson } from './controlled-connections.js';
 import { Forwarder } from './forwarder.js';
 import { Link } from './link.js';
 import { NodeStats, createNodeRegistry, type SvidStatus } from './metrics.js';
@@ -30,6 +36,46 @@ export interface Refusal {
   label: string;
 }
 
+/** A link as GET /connections shows it. */
+export interface LinkJson {
+  kind: 'app' | 'peer_in_group' | 'remote_group';
+  peer_node_id: string;
+  peer_group: string;
+  remote_address: string;
+  dialled: boolean;
+  identity: string;
+  /** The name an app announced (apps only). */
+  app?: string;
+}
+
+/** A dataplane.clients entry as GET /connections shows it. */
+export interface StaticConnectionJson {
+  id: string;
+  endpoint: string;
+  tls: boolean;
+  /** up, connecting, failing, or standby (the peer's own link with this node carries the traffic). */
+  state: string;
+  error: string;
+  peer_node_id: string;
+  remote_address: string;
+}
+
+export interface ConnectionsJson {
+  controlled: ControlledConnectionJson[];
+  static: StaticConnectionJson[];
+  links: LinkJson[];
+}
+
+const LINK_KINDS = { [LinkKind.App]: 'app', [LinkKind.PeerInGroup]: 'peer_in_group', [LinkKind.RemoteGroup]: 'remote_group' } as const;
+
+function linkKindName(kind: LinkKind): LinkJson['kind'] {
+  return (LINK_KINDS as Record<number, LinkJson['kind']>)[kind] ?? 'remote_group';
+}
+
+function hostPortText(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 export class SlimNode {
   readonly stats = new NodeStats();
   readonly table = new SubscriptionTable();
@@ -42,8 +88,13 @@ export class SlimNode {
   private readonly servers: DataPlaneServer[] = [];
   private readonly pool = new SessionPool();
   private readonly dialers: PeerDialer[] = [];
+  /** Connections and routes installed by the controller. */
+  readonly controlled: ControlledState;
+  private control: ControlPlane | undefined;
   private ops: OpsServer | undefined;
   private readonly tls: ConnectionTls[] = [];
+  /** TLS of each data-plane server (undefined: plaintext), in config order. */
+  private serverTls: (ConnectionTls | undefined)[] = [];
   private listening = false;
   private stopping = false;
   /** Bound addresses of the data-plane servers, in config order. */
@@ -61,6 +112,7 @@ export class SlimNode {
       { interestChanged: (link, name, added) => this.interestChanged(link, name, added) },
       log,
     );
+    this.controlled = new ControlledState(this, this.pool, log);
     this.registry = createNodeRegistry(
       this.stats,
       {
@@ -82,6 +134,9 @@ export class SlimNode {
         pausedLinks: () => [...this.links].filter((l) => l.channel.isPaused).length,
         bytesIn: () => this.stats.bytesInClosed + this.sumChannels((c) => c.bytesIn),
         bytesOut: () => this.stats.bytesOutClosed + this.sumChannels((c) => c.bytesOut),
+        controllers: () => this.control?.status() ?? this.cfg.controllerClients.map((c) => ({ controller: c.url, connected: false })),
+        controlledConnections: () => this.controlled.stateCounts(),
+        controlledRoutes: () => this.controlled.routeCount,
       },
       { node_id: cfg.nodeId, group: cfg.group },
     );
@@ -108,10 +163,12 @@ export class SlimNode {
     // TLS material first (files read, first SVID fetched), so a bad path or an absent SPIRE
     // agent fails before any port opens.
     // allSettled: when one fails, the others must have finished (and be closed) before we return.
+    const at = `services.${this.cfg.serviceId}`;
     const settled = await Promise.allSettled([
-      ...this.cfg.servers.map((s, i) => this.connectionTls(s.tls, `services.${this.cfg.serviceId}.dataplane.servers[${i}].tls`)),
-      ...this.cfg.clients.map((c, i) =>
-        c.url.startsWith('https:') ? this.connectionTls(c.tls, `services.${this.cfg.serviceId}.dataplane.clients[${i}].tls`) : Promise.resolve(undefined),
+      ...this.cfg.servers.map((s, i) => this.connectionTls(s.tls, `${at}.dataplane.servers[${i}].tls`)),
+      ...this.cfg.clients.map((c, i) => (c.url.startsWith('https:') ? this.connectionTls(c.tls, `${at}.dataplane.clients[${i}].tls`) : Promise.resolve(undefined))),
+      ...this.cfg.controllerClients.map((c, i) =>
+        c.url.startsWith('https:') ? this.connectionTls(c.tls, `${at}.controller.clients[${i}].tls`) : Promise.resolve(undefined),
       ),
     ]);
     const failed = settled.find((r) => r.status === 'rejected');
@@ -121,7 +178,9 @@ export class SlimNode {
     }
     const all = settled.map((r) => (r as PromiseFulfilledResult<ConnectionTls | undefined>).value);
     const serverTls = all.slice(0, this.cfg.servers.length);
-    const clientTls = all.slice(this.cfg.servers.length);
+    const clientTls = all.slice(this.cfg.servers.length, this.cfg.servers.length + this.cfg.clients.length);
+    const controllerTls = all.slice(this.cfg.servers.length + this.cfg.clients.length);
+    this.serverTls = serverTls;
     this.cfg.servers.forEach((s, i) => {
       this.servers.push(
         new DataPlaneServer({
@@ -152,7 +211,12 @@ export class SlimNode {
       }
     }
     if (this.cfg.ops) {
-      this.ops = new OpsServer({ ...this.cfg.ops, registry: this.registry, notReadyReason: () => this.notReadyReason() });
+      this.ops = new OpsServer({
+        ...this.cfg.ops,
+        registry: this.registry,
+        notReadyReason: () => this.notReadyReason(),
+        json: { '/connections': () => this.connectionsJson(), '/routes': () => this.routesJson() },
+      });
       try {
         const addr = await this.ops.listen();
         this.log.info({ endpoint: `${addr.address}:${addr.port}` }, 'metrics and health endpoint listening');
@@ -164,10 +228,20 @@ export class SlimNode {
     this.listening = true;
     for (const d of this.dialers) d.start();
     if (this.cfg.controllerClients.length > 0) {
-      this.log.warn(
-        { controllers: this.cfg.controllerClients.map((c) => c.url) },
-        'controller.clients is configured, but this build has no controller client yet: routes come from dataplane.clients only',
-      );
+      try {
+        // Loaded only here: grpc-js in every node process measurably raised the RTT tail.
+        const { ControlPlane } = await import('./controller-client.js');
+        if (this.stopping) return;
+        this.control = new ControlPlane(
+          this,
+          this.cfg.controllerClients.map((settings, i) => ({ settings, tls: controllerTls[i] })),
+          this.log,
+        );
+        this.control.start();
+      } catch (err) {
+        await this.stop();
+        throw new Error(`cannot start the controller client (services.${this.cfg.serviceId}.controller.clients): ${(err as Error).message}`);
+      }
     }
   }
 
@@ -175,6 +249,97 @@ export class SlimNode {
     if (this.stopping) return 'draining';
     if (!this.listening) return 'data-plane servers not listening yet';
     return undefined;
+  }
+
+  // -- for controlled connections and the controller ----------------------------------------------
+
+  /**
+   * TLS for dialling controlled connections: this node's first data-plane server's (its own
+   * SVID and accepted trust domains), undefined when that server is plaintext.
+   */
+  dialTls(): ConnectionTls | undefined {
+    return this.serverTls[0];
+  }
+
+  /** The link with node `nodeId`, if any. */
+  nodeLink(nodeId: string): Link | undefined {
+    return this.nodeLinks.get(nodeId);
+  }
+
+  /** Every node link, oldest first. */
+  nodeLinkList(): Iterable<Link> {
+    return this.nodeLinks.values();
+  }
+
+  /** The dialers of dataplane.clients, in config order. */
+  staticDialers(): readonly PeerDialer[] {
+    return this.dialers;
+  }
+
+  /** Names local apps subscribe to. */
+  localSubscriptions(): string[] {
+    return [...this.localInterest.values()].map((e) => formatName(e.name));
+  }
+
+  private endpoints(): EndpointMsg[] {
+    return this.cfg.servers.map((s, i) => {
+      let local = s.localEndpoint;
+      const bound = this.addresses[i];
+      if (!local && bound && bound.host !== '0.0.0.0' && bound.host !== '::') local = hostPortText(bound.host, bound.port);
+      return { local_endpoint: local ?? '', external_endpoint: s.externalEndpoint ?? '', tls: !s.tls.insecure };
+    });
+  }
+
+  private staticConnections(): ConnectionSpecMsg[] {
+    return this.cfg.clients.map((c, i) => ({ id: `static/${i}`, endpoint: hostPortText(c.host, c.port), tls: c.url.startsWith('https:') }));
+  }
+
+  /** What a registration with the controller carries (the controller client adds the version). */
+  registration(): Omit<RegisterMsg, 'version'> {
+    return {
+      node_id: this.cfg.nodeId,
+      group: this.cfg.group,
+      endpoints: this.endpoints(),
+      subscriptions: this.localSubscriptions(),
+      connections: this.controlled.connections(),
+      routes: this.controlled.routes(),
+      static_connections: this.staticConnections(),
+      connection_states: this.controlled.states(),
+    };
+  }
+
+  /** GET /connections: the node's own view of its connections and links. */
+  connectionsJson(): ConnectionsJson {
+    return {
+      controlled: this.controlled.connectionsJson(),
+      static: this.staticConnections().map((spec, i) => {
+        const d = this.dialers[i];
+        const link = d?.link;
+        return {
+          id: spec.id,
+          endpoint: spec.endpoint,
+          tls: spec.tls,
+          state: d?.state ?? 'connecting',
+          error: d?.lastError ?? '',
+          peer_node_id: link?.peerNodeId ?? '',
+          remote_address: link?.channel.remoteAddress ?? '',
+        };
+      }),
+      links: [...this.links].map((l) => ({
+        kind: linkKindName(l.kind),
+        peer_node_id: l.peerNodeId,
+        peer_group: l.peerGroup,
+        remote_address: l.channel.remoteAddress,
+        dialled: l.dialled,
+        identity: l.identity,
+        ...(l.isApp ? { app: l.appName } : {}),
+      })),
+    };
+  }
+
+  /** GET /routes: the controller's routes and the link each one uses now. */
+  routesJson(): RouteJson[] {
+    return this.controlled.routesJson();
   }
 
   /** The Link message this node sends when negotiating. */
@@ -336,6 +501,7 @@ export class SlimNode {
       for (const { name } of this.localInterest.values()) link.channel.send({ kind: 'subscribe', subscribe: { name, subscriptionId: 0 } });
     }
     this.log.info({ link: link.label, link_id: link.linkId, dialled: link.dialled, identity: link.identity || undefined }, 'link up');
+    if (!link.isApp) this.controlled.linkUp(link);
   }
 
   /** Handler for established links: every later message goes to the forwarder. */
@@ -360,11 +526,17 @@ export class SlimNode {
     if (link.isApp) for (const n of names) this.interestChanged(link, n, false);
     const level = this.stopping || status.code === Status.OK || status.code === Status.CANCELLED ? 'info' : 'warn';
     this.log[level]({ link: link.label, link_id: link.linkId, status: statusName(status.code), reason: status.details || undefined, subscriptions_removed: names.length }, 'link down');
+    // After the table dropped the link's subscriptions: controlled routes on it re-resolve.
+    if (!link.isApp) this.controlled.linkDown(link);
   }
 
   // -- interest between nodes -------------------------------------------------------------------
 
-  /** Local apps' interest goes to every linked node, once per name (one hop: see Forwarder). */
+  /**
+   * Local apps' interest goes to every linked node and to the controller, once per name. A
+   * linked node routes to our apps with it; our nodes do not pass it on (see
+   * Link.maxTargetClass): routes further than one hop are the controller's.
+   */
   private interestChanged(link: Link, name: Name, added: boolean): void {
     if (!link.isApp) return;
     const key = nameKey(name);
@@ -376,10 +548,12 @@ export class SlimNode {
       }
       this.localInterest.set(key, { name, links: 1 });
       this.broadcastToNodes('subscribe', name);
+      this.control?.interestChanged(formatName(name), true);
     } else if (entry) {
       if (--entry.links > 0) return;
       this.localInterest.delete(key);
       this.broadcastToNodes('unsubscribe', name);
+      this.control?.interestChanged(formatName(name), false);
     }
   }
 
@@ -396,6 +570,8 @@ export class SlimNode {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.control?.stop();
+    this.controlled.stop();
     for (const d of this.dialers) d.stop();
     const deadline = Date.now() + this.cfg.drainTimeoutMs;
     while (this.sumChannels((c) => c.backlog) > 0 && Date.now() < deadline) {

@@ -1,5 +1,6 @@
-// One dataplane.clients entry: keeps a link to another node up, redialling with backoff.
-// Subscriptions are replayed by the node each time the link comes up (SlimNode.linkUp).
+// Keeps a link to another node up, redialling with backoff: one per dataplane.clients entry and
+// one per controlled connection (controlled-connections.ts). Subscriptions are replayed by the
+// node each time the link comes up (SlimNode.linkUp).
 
 import type { Logger } from 'pino';
 import { Backoff } from '../common/backoff.js';
@@ -8,26 +9,68 @@ import type { Channel } from '../transport/channel.js';
 import { Status, statusName, type StatusInfo } from '../transport/grpc-status.js';
 import type { SessionPool, DialTarget } from '../transport/session-pool.js';
 import type { ConnectionTls } from '../identity/connection-tls.js';
-import type { ClientSettings } from './config.js';
 import { Link } from './link.js';
 import type { SlimNode } from './node.js';
 
 const DUPLICATE_RECHECK_MS = 30_000;
+
+/** Where and how to dial (a ClientSettings from the node config satisfies it). */
+export interface DialSettings {
+  /** http://host:port or https://host:port. */
+  url: string;
+  /** Host name for TLS (server name and SPIFFE checks). */
+  host: string;
+  connectTimeoutMs: number;
+  keepaliveIntervalMs: number;
+  keepaliveTimeoutMs: number;
+}
+
+export interface PeerDialerOptions {
+  /** Log fields naming this dialer (e.g. a controlled connection's id). */
+  logFields?: Record<string, unknown>;
+  /**
+   * Asked before every dial; false skips it (another link already leads where this one would)
+   * and checks back after 30 s or at kick().
+   */
+  shouldDial?: () => boolean;
+  /** The dialled link is up (called before SlimNode.linkUp announces it). */
+  onLinkUp?: (link: Link) => void;
+  /** The dialled link went down (after SlimNode removed it). */
+  onLinkDown?: (link: Link, status: StatusInfo) => void;
+  /** A dial attempt ended without a link; `reason` says why in one line. */
+  onFailure?: (status: StatusInfo, reason: string) => void;
+}
+
+export type DialerState = 'connecting' | 'up' | 'failing' | 'standby' | 'stopped';
 
 export class PeerDialer {
   private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5_000, factor: 2 });
   private channel: Channel | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private failures = 0;
+  /** Failed attempts since the last link (0 while up). */
+  failures = 0;
+  /** Why the last attempt failed ('' once a link is up). */
+  lastError = '';
+  /** The link this dialer holds, while it is up. */
+  link: Link | undefined;
+  private skipped = false;
 
   constructor(
     private readonly node: SlimNode,
-    private readonly settings: ClientSettings,
+    readonly settings: DialSettings,
     private readonly tls: ConnectionTls | undefined,
     private readonly pool: SessionPool,
     private readonly log: Logger,
+    private readonly opts: PeerDialerOptions = {},
   ) {}
+
+  get state(): DialerState {
+    if (this.stopped) return 'stopped';
+    if (this.link) return 'up';
+    if (this.skipped) return 'standby';
+    return this.failures > 0 ? 'failing' : 'connecting';
+  }
 
   /** Built per dial: TLS options carry the newest SVID and bundles. */
   private target(): DialTarget {
@@ -45,14 +88,33 @@ export class PeerDialer {
     this.dial();
   }
 
-  stop(): void {
+  /**
+   * Stops redialling. The link this dialer holds is closed unless `keepLink` (another
+   * connection still routes over it; it then lives until it drops).
+   */
+  stop(reason = 'node shutting down', keepLink = false): void {
     this.stopped = true;
     clearTimeout(this.timer);
-    this.channel?.close(Status.OK, 'node shutting down');
+    if (!keepLink || !this.link) this.channel?.close(Status.OK, reason);
+  }
+
+  /** Dials now if waiting (standby or backoff); no-op while a dial is in flight or the link is up. */
+  kick(): void {
+    if (this.stopped || this.channel) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.dial();
   }
 
   private dial(): void {
     if (this.stopped) return;
+    this.timer = undefined;
+    if (this.opts.shouldDial && !this.opts.shouldDial()) {
+      this.skipped = true;
+      this.schedule(DUPLICATE_RECHECK_MS);
+      return;
+    }
+    this.skipped = false;
     let link: Link | undefined;
     let negotiated = false;
     const negotiation = setTimeout(() => {
@@ -81,16 +143,21 @@ export class PeerDialer {
         forward = this.node.forwardTo(link);
         this.backoff.reset();
         this.failures = 0;
+        this.lastError = '';
+        this.link = link;
+        this.opts.onLinkUp?.(link);
         this.node.linkUp(link);
       },
       onClose: (status) => {
         clearTimeout(negotiation);
+        if (this.channel === channel) this.channel = undefined;
+        if (link && this.link === link) this.link = undefined;
         this.node.channelClosed(channel, link, status);
-        if (!link) this.failed(status);
-        this.channel = undefined;
+        if (link) this.opts.onLinkDown?.(link, status);
+        else this.failed(status);
         // Refused as a duplicate: the peer's own link to us carries the traffic. Check back
-        // slowly, in case that link goes away.
-        this.schedule(!link && status.code === Status.ABORTED ? DUPLICATE_RECHECK_MS : undefined);
+        // slowly, in case that link goes away. (A callback above may have kicked a new dial.)
+        if (!this.channel && !this.timer) this.schedule(!link && status.code === Status.ABORTED ? DUPLICATE_RECHECK_MS : undefined);
       },
     });
     let forward: (buf: Buffer, start: number, end: number) => void = () => undefined;
@@ -101,9 +168,16 @@ export class PeerDialer {
   private failed(status: StatusInfo): void {
     if (this.stopped) return;
     this.failures++;
+    // Refused as a duplicate: a link with that node exists (the other direction), so standby.
+    if (status.code === Status.ABORTED) this.skipped = true;
+    this.lastError = status.details ? `${statusName(status.code)}: ${status.details}` : statusName(status.code);
     // A duplicate link is expected when both nodes list each other; say so quietly.
     const level = status.code === Status.ABORTED ? 'debug' : this.failures === 1 || this.failures % 10 === 0 ? 'warn' : 'debug';
-    this.log[level]({ endpoint: this.settings.url, attempt: this.failures, status: statusName(status.code), reason: status.details }, 'cannot link to peer node; will retry');
+    this.log[level](
+      { ...this.opts.logFields, endpoint: this.settings.url, attempt: this.failures, status: statusName(status.code), reason: status.details },
+      'cannot link to peer node; will retry',
+    );
+    this.opts.onFailure?.(status, status.details || statusName(status.code));
   }
 
   private schedule(fixedDelay?: number): void {

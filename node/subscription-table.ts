@@ -66,13 +66,12 @@ export class TargetSet {
 
   /**
    * One target: local apps first, then nodes of this group, then other groups, round-robin
-   * within a class. Never `from`; when `appsOnly`, only local apps (split horizon: interest
-   * learned from a node is not forwarded to for messages that came from a node).
+   * within a class. Never `from`; only classes up to `maxClass` (split horizon: see
+   * Link.maxTargetClass).
    */
-  pickOne(from: Link, appsOnly: boolean): Link | undefined {
+  pickOne(from: Link, maxClass: number): Link | undefined {
     const classes = this.byClass();
-    const last = appsOnly ? 1 : 3;
-    for (let c = 0; c < last; c++) {
+    for (let c = 0; c <= maxClass && c < 3; c++) {
       const list = classes[c]!;
       const n = list.length;
       if (n === 0) continue;
@@ -85,11 +84,10 @@ export class TargetSet {
     return undefined;
   }
 
-  /** Every target except `from` (multicast: one copy per link). */
-  collect(from: Link, appsOnly: boolean, out: Link[]): void {
+  /** Every target of classes up to `maxClass` except `from` (multicast: one copy per link). */
+  collect(from: Link, maxClass: number, out: Link[]): void {
     const classes = this.byClass();
-    const last = appsOnly ? 1 : 3;
-    for (let c = 0; c < last; c++) {
+    for (let c = 0; c <= maxClass && c < 3; c++) {
       for (const link of classes[c]!) if (link !== from && !link.channel.isClosed) out.push(link);
     }
   }

@@ -80,6 +80,19 @@ export interface GroupInfo {
   reaches: string[];
 }
 
+export interface Rejection {
+  node_id: string;
+  group: string;
+  identity: string;
+  peer: string;
+  reason: string;
+  last_at_ms: number;
+  count: number;
+}
+export interface RejectionList {
+  rejections: Rejection[];
+}
+
 export interface AdminEvent {
   at_ms: number;
   type: string;

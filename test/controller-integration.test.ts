@@ -41,6 +41,7 @@ let south: number;
 let north: number;
 let ctlOps: number;
 let admin: AdminClient;
+let originalA0: Node;
 const dir = scratchDir('slim-ctl-it');
 
 function controllerConfig(): Record<string, unknown> {
@@ -64,7 +65,7 @@ async function startController(): Promise<ManagedProcess> {
 }
 
 /** A node of `group` whose only configured peer is the controller (config written, not started). */
-async function planNode(id: string, group: string, socket: string, opts: { claimGroup?: string; ports?: [number, number] } = {}): Promise<Node> {
+async function planNode(id: string, group: string, socket: string, opts: { claimGroup?: string; ports?: [number, number]; advertise?: string; extraDataplane?: Record<string, unknown> } = {}): Promise<Node> {
   const [port, opsPort] = opts.ports ?? [await freePort(), await freePort()];
   const other = group === A ? B : A;
   const doc = localNodeConfig({
@@ -76,9 +77,14 @@ async function planNode(id: string, group: string, socket: string, opts: { claim
     serverTls: spireTls(env.socket[socket]!, [other]),
     externalEndpoint: balancers.get(group)?.endpoint,
     controllers: [{ endpoint: `https://127.0.0.1:${south}`, tls: spireTls(env.socket[socket]!, ['admin.example']) }],
+    extraDataplane: opts.extraDataplane,
   });
+  if (opts.advertise) {
+    const svc = (doc.services as Record<string, { dataplane: { servers: { metadata: Record<string, string> }[] } }>)['slim/0']!;
+    svc.dataplane.servers[0]!.metadata.local_endpoint = opts.advertise;
+  }
   const file = writeConfig(dir, `${id}.yaml`, doc);
-  return { id, group, port, opsPort, local: `127.0.0.1:${port}`, socket, file, process: undefined as unknown as ManagedProcess };
+  return { id, group, port, opsPort, local: opts.advertise ?? `127.0.0.1:${port}`, socket, file, process: undefined as unknown as ManagedProcess };
 }
 
 async function startNode(n: Node): Promise<Node> {
@@ -125,6 +131,7 @@ beforeAll(async () => {
     bob: `spiffe://${B}/ns/default/sa/bob`,
     carol: `spiffe://${A}/ns/default/sa/carol`,
     dave: `spiffe://${B}/ns/default/sa/dave`,
+    impostor: `spiffe://${A}/ns/other/sa/slim`,
   });
   [south, north, ctlOps] = [await freePort(), await freePort(), await freePort()];
   controllerFile = writeConfig(dir, 'controller.yaml', controllerConfig());
@@ -209,14 +216,50 @@ describe('controller: registration, routes on subscription, reconciliation', () 
   });
 
   it('a node of cluster-b cannot register as cluster-a: refused with the reason, nothing else disturbed', async () => {
+    originalA0 = nodes.get('a0')!;
     const rogue = await startNode(await planNode('rogue', B, 'node-b', { claimGroup: A }));
     const line = await controller.waitForLine((l) => l.includes('rejected a node registration') && l.includes('"node_id":"rogue"'));
     expect(line).toContain(`group ${A} is not the trust domain of the node's identity ${NODE_B}`);
     await rogue.process.waitForLine((l) => l.includes('controller refused registration') && l.includes('is not the trust domain'));
     expect((await admin.nodes()).map((n) => n.node_id)).not.toContain('rogue');
+    expect(await admin.rejections({ node_id: 'rogue' })).toEqual([
+      expect.objectContaining({ node_id: 'rogue', group: A, identity: NODE_B, reason: expect.stringContaining('is not the trust domain') }),
+    ]);
     await rogue.process.stop();
     nodes.delete('rogue');
     expect((await admin.nodes()).filter((n) => n.status === 'up')).toHaveLength(4);
+  });
+
+  it('a second node claiming a registered node id under another identity is refused; the first keeps its place', async () => {
+    const impostor = await startNode(await planNode('a0', A, 'impostor'));
+    const line = await controller.waitForLine((l) => l.includes('rejected a node registration') && l.includes('"node_id":"a0"'));
+    expect(line).toContain(`node id a0 is registered by ${NODE_A}, not spiffe://${A}/ns/other/sa/slim`);
+    expect((await admin.rejections({ node_id: 'a0' }))[0]).toMatchObject({ identity: `spiffe://${A}/ns/other/sa/slim` });
+    await impostor.process.stop();
+    nodes.set('a0', originalA0);
+    expect((await admin.nodes({ node_id: 'a0' }))[0]).toMatchObject({ status: 'up', identity: NODE_A });
+  });
+
+  it('a connection a node cannot make is reported with its reason; everything else keeps working', async () => {
+    // a2 is misconfigured: it advertises a local endpoint nothing listens on, and it takes no
+    // node for a node (node_spiffe_paths), so it refuses the links it dials itself too. Its
+    // group mates cannot reach it.
+    const a2 = await startNode(await planNode('a2', A, 'node-a', { advertise: '127.0.0.1:1', extraDataplane: { node_spiffe_paths: ['/ns/nobody/sa/none'] } }));
+    await controller.waitForLine((l) => l.includes('Registering node with ID a2'));
+    const erin = await app('org/ns/erin', 'a2', 'carol');
+    void erin;
+    await eventually(async () => {
+      const c = (await admin.connections({ node_id: 'a0' })).find((x) => x.connection_id === 'node/a2');
+      return c?.state === 'failing' && c.error.includes('127.0.0.1:1');
+    }, 15_000, "a0's connection to a2 reported failing");
+    expect((await admin.nodes({ node_id: 'a0' }))[0]!.last_error).toContain('127.0.0.1:1');
+    const bob = apps.find((x) => x.name.service === 'bob')!;
+    expect((await bob.request('org/ns/alice', 'still there?', { timeoutMs: 3000 })).payload.toString()).toContain('hello back');
+    erin.close();
+    await a2.process.stop();
+    nodes.delete('a2');
+    await eventually(async () => !(await admin.nodes()).some((n) => n.node_id === 'a2'), 10_000, 'a2 removed');
+    await eventually(async () => !(await admin.connections()).some((c) => c.connection_id === 'node/a2'), 10_000, 'connections to a2 removed');
   });
 
   it('unsubscribing removes the routes; a killed node\'s routes leave the others after the grace period', async () => {

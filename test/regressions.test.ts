@@ -580,12 +580,12 @@ describe('minor review findings', () => {
     const set = new TargetSet();
     set.add(closing);
     set.add(open);
-    for (let i = 0; i < 6; i++) expect(set.pickOne(from, false)).toBe(open);
+    for (let i = 0; i < 6; i++) expect(set.pickOne(from, from.maxTargetClass)).toBe(open);
     const out: Link[] = [];
-    set.collect(from, false, out);
+    set.collect(from, from.maxTargetClass, out);
     expect(out).toEqual([open]);
     set.remove(open);
-    expect(set.pickOne(from, false)).toBeUndefined();
+    expect(set.pickOne(from, from.maxTargetClass)).toBeUndefined();
   });
 
   it('a link refused during negotiation does not process the rest of the same read', async () => {

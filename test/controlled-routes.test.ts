@@ -1,0 +1,322 @@
+// Controlled connections and routes (node/controlled-connections.ts) and the split-horizon rule
+// they rely on (DESIGN §4, two-step routing), with real SlimNode instances in this process on
+// loopback and real SlimApp clients. Commands are applied through node.controlled directly; the
+// gRPC control channel is test/node-controller-client.test.ts.
+//
+// Groups: cluster-a.example ("A") and cluster-b.example ("B").
+
+import { afterEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { SlimApp, type ReceivedMessage } from '../client/slim-app.js';
+import { freePort } from '../harness/processes.js';
+import { parseNodeConfig } from '../node/config.js';
+import { SlimNode } from '../node/node.js';
+import { Kind, formatName, parseName, type Name } from '../proto/dataplane.js';
+import { eventually } from './support/local-nodes.js';
+
+const A = 'cluster-a.example';
+const B = 'cluster-b.example';
+const GROUP_A = `group/${A}`;
+
+const cleanups: (() => unknown)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) {
+    try {
+      await c();
+    } catch {
+      // best effort
+    }
+  }
+});
+
+interface TestNode {
+  node: SlimNode;
+  /** host:port, as a controller would name the endpoint. */
+  endpoint: string;
+  url: string;
+}
+
+async function startNode(nodeId: string, group: string, dial: TestNode[] = [], opsPort?: number): Promise<TestNode> {
+  const port = await freePort();
+  const cfg = parseNodeConfig(
+    JSON.stringify({
+      tracing: { log_level: 'silent' },
+      observability: { endpoint: opsPort ? `127.0.0.1:${opsPort}` : '' },
+      runtime: { drain_timeout: '100ms' },
+      services: {
+        'slim/0': {
+          node_id: nodeId,
+          group_name: group,
+          dataplane: {
+            servers: [{ endpoint: `127.0.0.1:${port}`, tls: { insecure: true } }],
+            clients: dial.map((d) => ({ endpoint: d.url, tls: { insecure: true } })),
+          },
+        },
+      },
+    }),
+  );
+  const node = new SlimNode(cfg, pino({ level: 'silent' }));
+  await node.start();
+  cleanups.push(() => node.stop());
+  const n = { node, endpoint: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}` };
+  return n;
+}
+
+/** Waits until `a` and `b` hold a link with each other. */
+async function linked(a: TestNode, b: TestNode): Promise<void> {
+  const [ida, idb] = [a.node.cfg.nodeId, b.node.cfg.nodeId];
+  await eventually(() => a.node.nodeLink(idb) !== undefined && b.node.nodeLink(ida) !== undefined, 5000, `link ${ida} ↔ ${idb}`);
+}
+
+async function app(n: TestNode, name: string): Promise<{ app: SlimApp; got: ReceivedMessage[] }> {
+  const a = await SlimApp.connect({ name, slim: n.url, connectTimeoutMs: 3000, subscribeTimeoutMs: 3000 });
+  cleanups.push(() => a.close());
+  const got: ReceivedMessage[] = [];
+  a.onMessage((m) => got.push(m));
+  return { app: a, got };
+}
+
+/** `node` routes `name` over its link with `via` (learned from via's interest, or a route). */
+async function knows(node: TestNode, name: Name, via: TestNode): Promise<void> {
+  await eventually(() => {
+    const l = node.node.nodeLink(via.node.cfg.nodeId);
+    return l !== undefined && node.node.table.hasSubscription(name, l);
+  }, 5000, `${node.node.cfg.nodeId} routes ${formatName(name)} via ${via.node.cfg.nodeId}`);
+}
+
+const texts = (got: ReceivedMessage[]): string[] => got.map((m) => m.payload.toString());
+
+describe('split horizon with two-step routing', () => {
+  it('forwards a publish from a node of another group to a node of this group (the second step)', async () => {
+    const x = await startNode('x', A);
+    const w = await startNode('w', A, [x]);
+    const z = await startNode('z', B);
+    await linked(w, x);
+    // Z (group B) reaches group A through W; W reaches alice through X (interest X told W).
+    const created = await z.node.controlled.createConnection({ id: GROUP_A, endpoint: w.endpoint, tls: false, group: A });
+    expect(created).toEqual({ success: true, error: '' });
+    const alice = await app(x, 'org/ns/alice');
+    // The name alice subscribes to (with its instance), as a controller routes it.
+    expect(z.node.controlled.setRoute(formatName(alice.app.name), GROUP_A)).toEqual({ success: true, error: '' });
+    await knows(w, alice.app.name, x);
+    const bob = await app(z, 'org/ns/bob');
+    bob.app.publish('org/ns/alice', 'anycast');
+    bob.app.publish(alice.app.name, 'exact');
+    bob.app.publish('org/ns/alice', 'multicast', { fanout: 5 });
+    await eventually(() => alice.got.length === 3, 5000, 'three messages at alice');
+    expect(texts(alice.got)).toEqual(['anycast', 'exact', 'multicast']);
+    // Two node-to-node hops: Z → W → X.
+    expect(formatName(alice.got[0]!.source!)).toBe(formatName(bob.app.name));
+    expect(w.node.stats.dropped.get('no_route') ?? 0).toBe(0);
+  });
+
+  it('forwards a publish from a node of the same group to local apps only', async () => {
+    const x = await startNode('x', A);
+    const w = await startNode('w', A, [x]);
+    const y = await startNode('y', A);
+    await linked(w, x);
+    // Y routes alice to W, but alice is behind X: W may not pass a same-group message on.
+    expect(await y.node.controlled.createConnection({ id: 'node/w', endpoint: w.endpoint, tls: false, node_id: 'w' })).toEqual({ success: true, error: '' });
+    expect(y.node.controlled.setRoute('org/ns/alice', 'node/w')).toEqual({ success: true, error: '' });
+    const alice = await app(x, 'org/ns/alice');
+    await knows(w, alice.app.name, x);
+    const bob = await app(y, 'org/ns/bob');
+    const sentBefore = y.node.stats.sent[Kind.Publish]!;
+    bob.app.publish('org/ns/alice', 'via w');
+    bob.app.publish('org/ns/alice', 'via w, multicast', { fanout: 5 });
+    await eventually(() => (w.node.stats.dropped.get('no_route') ?? 0) === 2, 5000, 'both dropped at w');
+    // Y did forward both (to W); W dropped them rather than pass them to X.
+    expect(y.node.stats.sent[Kind.Publish]! - sentBefore).toBe(2);
+    expect(x.node.stats.received[Kind.Publish]).toBe(0);
+    expect(alice.got).toHaveLength(0);
+  });
+
+  it('delivers a multicast through a group route once to every subscriber, over exactly one link', async () => {
+    // Group A: W and X both link to Y; W's app alice1, Y's app alice2. Z (group B) has its own
+    // connection to W and, from X, a second link into group A.
+    const y = await startNode('y', A);
+    const w = await startNode('w', A, [y]);
+    const z = await startNode('z', B);
+    await linked(w, y);
+    expect(await z.node.controlled.createConnection({ id: GROUP_A, endpoint: w.endpoint, tls: false, group: A })).toEqual({ success: true, error: '' });
+    const x = await startNode('x', A, [y, w, z]);
+    await linked(x, z);
+    await linked(x, y);
+    await linked(x, w);
+    const alice1 = await app(w, 'org/ns/alice');
+    const alice2 = await app(y, 'org/ns/alice');
+    for (const a of [alice1, alice2]) expect(z.node.controlled.setRoute(formatName(a.app.name), GROUP_A).success).toBe(true);
+    await knows(w, alice2.app.name, y);
+    // Each route holds one subscription count, on the connection's own link (to W), not on X's.
+    for (const a of [alice1, alice2]) {
+      expect(z.node.table.hasSubscription(a.app.name, z.node.nodeLink('w')!)).toBe(true);
+      expect(z.node.table.hasSubscription(a.app.name, z.node.nodeLink('x')!)).toBe(false);
+    }
+    expect(z.node.routesJson().map((r) => r.link_peer_node_id)).toEqual(['w', 'w']);
+
+    const bob = await app(z, 'org/ns/bob');
+    const zSent = z.node.stats.sent[Kind.Publish]!;
+    for (let i = 0; i < 5; i++) bob.app.publish('org/ns/alice', `m${i}`, { fanout: 10 });
+    // Sentinels behind the multicasts on the same links: once both arrived, so did every copy.
+    bob.app.publish(alice1.app.name, 'end');
+    bob.app.publish(alice2.app.name, 'end');
+    await eventually(() => texts(alice1.got).includes('end') && texts(alice2.got).includes('end'), 5000, 'sentinels');
+    const expected = ['m0', 'm1', 'm2', 'm3', 'm4', 'end'];
+    expect({ alice1: texts(alice1.got), alice2: texts(alice2.got), zSent: z.node.stats.sent[Kind.Publish]! - zSent, xReceived: x.node.stats.received[Kind.Publish] }).toEqual({
+      alice1: expected,
+      alice2: expected,
+      // One copy per multicast out of Z (to W), plus the two sentinels; nothing through X.
+      zSent: 7,
+      xReceived: 0,
+    });
+  });
+});
+
+describe('controlled routes', () => {
+  it('follow the links of their group: re-resolved when a link goes down, one count each', async () => {
+    const y = await startNode('y', A);
+    const w = await startNode('w', A, [y]);
+    const z = await startNode('z', B);
+    await linked(w, y);
+    expect((await z.node.controlled.createConnection({ id: GROUP_A, endpoint: w.endpoint, tls: false, group: A })).success).toBe(true);
+    const x = await startNode('x', A, [y, z]);
+    await linked(x, z);
+    await linked(x, y);
+    const alice = await app(y, 'org/ns/alice');
+    await knows(w, alice.app.name, y);
+    await knows(x, alice.app.name, y);
+    const route = parseName('org/ns/alice');
+    // Twice: idempotent, one entry and one count.
+    expect(z.node.controlled.setRoute('org/ns/alice', GROUP_A).success).toBe(true);
+    expect(z.node.controlled.setRoute('org/ns/alice', GROUP_A).success).toBe(true);
+    expect(z.node.controlled.routes()).toEqual([{ name: 'org/ns/alice', connection_id: GROUP_A }]);
+    const wLink = z.node.nodeLink('w')!;
+    expect(z.node.table.hasSubscription(route, wLink)).toBe(true);
+    const bob = await app(z, 'org/ns/bob');
+    bob.app.publish('org/ns/alice', 'via w');
+    await eventually(() => alice.got.length === 1, 5000, 'first message');
+
+    // W goes away: the route moves to the other link into group A (X's), and traffic follows.
+    await w.node.stop();
+    await eventually(() => z.node.routesJson()[0]?.link_peer_node_id === 'x', 5000, 'route re-resolved to x');
+    expect(z.node.table.hasSubscription(route, z.node.nodeLink('x')!)).toBe(true);
+    bob.app.publish('org/ns/alice', 'via x');
+    await eventually(() => alice.got.length === 2, 5000, 'second message');
+    expect(texts(alice.got)).toEqual(['via w', 'via x']);
+    const conn = z.node.connectionsJson().controlled[0]!;
+    expect(conn).toMatchObject({ id: GROUP_A, endpoint: w.endpoint, tls: false, target: { group: A }, state: 'up', peer_node_id: 'x' });
+
+    // Deleting the route removes exactly its one count: nothing for alice is left on X's link.
+    expect(z.node.controlled.deleteRoute('org/ns/alice', GROUP_A)).toEqual({ success: true, error: '' });
+    expect(z.node.table.hasSubscription(route, z.node.nodeLink('x')!)).toBe(false);
+    expect(z.node.controlled.deleteRoute('org/ns/alice', GROUP_A)).toEqual({ success: true, error: '' });
+    expect(z.node.controlled.deleteConnection(GROUP_A)).toEqual({ success: true, error: '' });
+    expect(z.node.controlled.deleteConnection(GROUP_A)).toEqual({ success: true, error: '' });
+    expect(z.node.connectionsJson().controlled).toEqual([]);
+    // X's link was not this connection's to close.
+    expect(z.node.nodeLink('x')).toBeDefined();
+  });
+
+  it('keeps a route learned-interest count separate: deleting the route leaves what the peer told', async () => {
+    const x = await startNode('x', A);
+    const w = await startNode('w', A);
+    expect((await w.node.controlled.createConnection({ id: 'node/x', endpoint: x.endpoint, tls: false, node_id: 'x' })).success).toBe(true);
+    const alice = await app(x, 'org/ns/alice');
+    await knows(w, alice.app.name, x);
+    const xLink = w.node.nodeLink('x')!;
+    expect(xLink.dialled).toBe(true);
+    // The same exact name as X's interest: two counts on one (name, link) pair.
+    expect(w.node.controlled.setRoute(formatName(alice.app.name), 'node/x').success).toBe(true);
+    expect(w.node.controlled.deleteRoute(formatName(alice.app.name), 'node/x').success).toBe(true);
+    expect(w.node.table.hasSubscription(alice.app.name, xLink)).toBe(true);
+    // Deleting the connection closes the link it dialled (nothing else uses it).
+    expect(w.node.controlled.deleteConnection('node/x').success).toBe(true);
+    await eventually(() => w.node.nodeLink('x') === undefined, 5000, 'link closed');
+    expect(w.node.table.size).toBe(0);
+  });
+
+  it('acknowledges commands with clear reasons', async () => {
+    const w = await startNode('w', A);
+    const c = w.node.controlled;
+    expect(c.setRoute('org/ns/alice', 'node/nowhere')).toEqual({ success: false, error: 'no connection node/nowhere' });
+    expect(c.deleteRoute('org/ns/alice', 'node/nowhere')).toEqual({ success: true, error: '' });
+    expect(c.deleteConnection('node/nowhere')).toEqual({ success: true, error: '' });
+    const tls = await c.createConnection({ id: 'node/x', endpoint: '127.0.0.1:1', tls: true, node_id: 'x' });
+    expect(tls.success).toBe(false);
+    expect(tls.error).toContain('services.slim/0.dataplane.servers[0].tls');
+    expect((await c.createConnection({ id: 'node/x', endpoint: 'not an endpoint', tls: false, node_id: 'x' })).error).toContain('is not host:port');
+    expect((await c.createConnection({ id: 'node/x', endpoint: '127.0.0.1:1', tls: false })).error).toContain('no target');
+
+    // Nothing listens on the port: the first failed dial fails the ack, naming the endpoint.
+    const deadPort = await freePort();
+    const r = await c.createConnection({ id: 'node/x', endpoint: `127.0.0.1:${deadPort}`, tls: false, node_id: 'x' });
+    expect(r.success).toBe(false);
+    expect(r.error).toMatch(new RegExp(`^connection node/x: cannot reach 127\\.0\\.0\\.1:${deadPort}: .*ECONNREFUSED`));
+    // The connection stays (retrying in the background) and takes routes.
+    expect(c.connections()).toEqual([{ id: 'node/x', endpoint: `127.0.0.1:${deadPort}`, tls: false, node_id: 'x' }]);
+    expect(c.setRoute('org/ns/alice', 'node/x')).toEqual({ success: true, error: '' });
+    expect(c.setRoute('org/ns', 'node/x').error).toMatch(/^invalid route name: name "org\/ns" must be/);
+    expect(w.node.routesJson()).toEqual([{ name: 'org/ns/alice', connection_id: 'node/x', target: { node_id: 'x' }, link_peer_node_id: null }]);
+    await eventually(() => c.states()[0]?.state === 'failing', 5000, 'failing state');
+    expect(c.states()[0]!.error).toContain(`cannot reach 127.0.0.1:${deadPort}`);
+
+    // When the peer shows up there, the dialer finds it and the route attaches.
+    const x = await startNodeOn('x', A, deadPort);
+    await eventually(() => w.node.routesJson()[0]?.link_peer_node_id === 'x', 10_000, 'route attached once x is up');
+    expect(w.node.table.hasSubscription(parseName('org/ns/alice'), w.node.nodeLink('x')!)).toBe(true);
+    expect(x.node.nodeLink('w')).toBeDefined();
+  });
+});
+
+describe('the ops endpoint', () => {
+  it('serves the node\'s own connection list (/connections) and routes (/routes) as JSON', async () => {
+    const x = await startNode('x', A);
+    const opsPort = await freePort();
+    const z = await startNode('z', B, [x], opsPort);
+    await linked(z, x);
+    expect((await z.node.controlled.createConnection({ id: GROUP_A, endpoint: x.endpoint, tls: false, group: A })).success).toBe(true);
+    expect(z.node.controlled.setRoute('org/ns/alice', GROUP_A).success).toBe(true);
+    await app(z, 'org/ns/bob');
+    const get = async (path: string): Promise<{ status: number; type: string | null; body: string }> => {
+      const r = await fetch(`http://127.0.0.1:${opsPort}${path}`);
+      return { status: r.status, type: r.headers.get('content-type'), body: await r.text() };
+    };
+    const conns = await get('/connections');
+    expect(conns.status).toBe(200);
+    expect(conns.type).toBe('application/json');
+    const doc = JSON.parse(conns.body) as Record<string, unknown[]>;
+    expect(doc['controlled']).toEqual([
+      // The static client's link already leads to group A: the connection uses it, no second link.
+      { id: GROUP_A, endpoint: x.endpoint, tls: false, target: { group: A }, state: 'up', error: '', peer_node_id: 'x', remote_address: x.endpoint },
+    ]);
+    expect(doc['static']).toEqual([{ id: 'static/0', endpoint: x.endpoint, tls: false, state: 'up', error: '', peer_node_id: 'x', remote_address: x.endpoint }]);
+    expect(doc['links']).toEqual([
+      { kind: 'remote_group', peer_node_id: 'x', peer_group: A, remote_address: x.endpoint, dialled: true, identity: '' },
+      { kind: 'app', peer_node_id: '', peer_group: '', remote_address: expect.stringMatching(/^127\.0\.0\.1:\d+$/), dialled: false, identity: '', app: expect.stringMatching(/^org\/ns\/bob\//) },
+    ]);
+    const routes = await get('/routes');
+    expect(JSON.parse(routes.body)).toEqual([{ name: 'org/ns/alice', connection_id: GROUP_A, target: { group: A }, link_peer_node_id: 'x' }]);
+    const missing = await get('/nothing');
+    expect(missing.status).toBe(404);
+    expect(missing.body).toBe('not found: try /metrics, /healthz, /readyz, /connections, /routes\n');
+    expect((await get('/metrics')).body).toMatch(/slim_controlled_routes\{[^}]*\} 1/);
+    expect((await get('/readyz')).body).toBe('ready\n');
+  });
+});
+
+/** A node on a given port (for "the peer comes up later"). */
+async function startNodeOn(nodeId: string, group: string, port: number): Promise<TestNode> {
+  const cfg = parseNodeConfig(
+    JSON.stringify({
+      tracing: { log_level: 'silent' },
+      observability: { endpoint: '' },
+      runtime: { drain_timeout: '100ms' },
+      services: { 'slim/0': { node_id: nodeId, group_name: group, dataplane: { servers: [{ endpoint: `127.0.0.1:${port}`, tls: { insecure: true } }] } } },
+    }),
+  );
+  const node = new SlimNode(cfg, pino({ level: 'silent' }));
+  await node.start();
+  cleanups.push(() => node.stop());
+  return { node, endpoint: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}` };
+}
