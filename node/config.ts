@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { byteSize, duration, hostPort, loadConfigFile, optionalHostPort, parseConfigText, splitHostPort, type HostPort } from '../common/config-file.js';
 import { isIP } from 'node:net';
 import { normalizeTls, tlsSchema, type TlsSettings } from '../common/tls-config.js';
+import { pathPatternField } from '../identity/spiffe-path-pattern.js';
 
 export type { TlsSettings } from '../common/tls-config.js';
 
@@ -65,13 +66,7 @@ const serviceSchema = z.strictObject({
       default_ttl: z.number().int().min(1).max(127).default(8),
       max_subscriptions_per_link: z.number().int().min(1).default(10_000),
       /** SPIFFE ID paths of node workloads (`*` matches within one segment); default: this node's own. */
-      node_spiffe_paths: z
-        .array(
-          z.string().refine((p) => /^(\/[A-Za-z0-9._*-]+)+$/.test(p), {
-            message: 'must be a SPIFFE ID path such as /ns/slim/sa/slim (letters, digits, . _ - and * within segments)',
-          }),
-        )
-        .optional(),
+      node_spiffe_paths: z.array(pathPatternField).optional(),
     })
     .prefault({}),
   controller: z

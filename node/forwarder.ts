@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import {
   ErrorCode,
   Kind,
+  LinkKind,
   RouteView,
   decodeMessage,
   decodeNameAt,
@@ -35,6 +36,11 @@ export interface ForwarderOptions {
   hardQueueLimit: number;
   /** Distinct names one connection may subscribe to. */
   maxSubscriptionsPerLink: number;
+  /**
+   * Take interest from nodes of other groups. Off under a controller: its routes decide what
+   * goes to other groups (see SlimNode.sharesInterestWith).
+   */
+  remoteGroupInterest: boolean;
 }
 
 export class Forwarder {
@@ -160,6 +166,10 @@ export class Forwarder {
   // -- subscriptions and the rest ----------------------------------------------------------------
 
   private control(from: Link, m: Message): void {
+    if ((m.kind === 'subscribe' || m.kind === 'unsubscribe') && !this.opts.remoteGroupInterest && from.kind === LinkKind.RemoteGroup) {
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ from: from.label }, 'ignored interest from a node of another group: routes to other groups come from the controller');
+      return;
+    }
     switch (m.kind) {
       case 'subscribe': {
         const { name, subscriptionId } = m.subscribe;

@@ -14,6 +14,7 @@ import { DataPlaneServer } from '../transport/server.js';
 import { SessionPool } from '../transport/session-pool.js';
 import { ConnectionTls, type RefusalEvent } from '../identity/connection-tls.js';
 import { parseSpiffeId, type SpiffeId } from '../identity/spiffe-id.js';
+import { compilePathPatterns, matchesAny, type PathPattern } from '../identity/spiffe-path-pattern.js';
 import type { TlsSettings } from '../common/tls-config.js';
 // Types only: the module (and grpc-js with it) is imported in start() when a controller is configured.
 import type { ControlPlane } from './controller-client.js';
@@ -108,7 +109,12 @@ export class SlimNode {
     this.forwarder = new Forwarder(
       this.table,
       this.stats,
-      { defaultTtl: cfg.defaultTtl, hardQueueLimit: cfg.queueLimit * 4, maxSubscriptionsPerLink: cfg.maxSubscriptionsPerLink },
+      {
+        defaultTtl: cfg.defaultTtl,
+        hardQueueLimit: cfg.queueLimit * 4,
+        maxSubscriptionsPerLink: cfg.maxSubscriptionsPerLink,
+        remoteGroupInterest: cfg.controllerClients.length === 0,
+      },
       { interestChanged: (link, name, added) => this.interestChanged(link, name, added) },
       log,
     );
@@ -473,14 +479,14 @@ export class SlimNode {
     if (patterns.length === 0) {
       return `it presents ${identity}, but this node has no SPIFFE ID (nor dataplane.node_spiffe_paths) to recognise node identities by`;
     }
-    if (!patterns.some((p) => p.re.test(id.path))) {
+    if (!matchesAny(patterns, id.path)) {
       return `${identity} is not a node identity (nodes run as ${patterns.map((p) => p.text).join(' or ')})`;
     }
     if (id.trustDomain !== group) return `it claims group ${group || '(none)'} but its identity ${identity} is in trust domain ${id.trustDomain}`;
     return undefined;
   }
 
-  private nodePathPatterns(): { text: string; re: RegExp }[] {
+  private nodePathPatterns(): PathPattern[] {
     let texts = this.cfg.nodeSpiffePaths;
     if (!texts) {
       const own = new Set<string>();
@@ -490,7 +496,7 @@ export class SlimNode {
       }
       texts = [...own];
     }
-    return texts.map((text) => ({ text, re: new RegExp(`^${text.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replaceAll('*', '[^/]*')}$`) }));
+    return compilePathPatterns(texts);
   }
 
   linkUp(link: Link): void {
@@ -498,7 +504,9 @@ export class SlimNode {
     if (!link.isApp) {
       this.nodeLinks.set(link.peerNodeId, link);
       // Replay local interest so the peer can route to our apps (also after a reconnect).
-      for (const { name } of this.localInterest.values()) link.channel.send({ kind: 'subscribe', subscribe: { name, subscriptionId: 0 } });
+      if (this.sharesInterestWith(link)) {
+        for (const { name } of this.localInterest.values()) link.channel.send({ kind: 'subscribe', subscribe: { name, subscriptionId: 0 } });
+      }
     }
     this.log.info({ link: link.label, link_id: link.linkId, dialled: link.dialled, identity: link.identity || undefined }, 'link up');
     if (!link.isApp) this.controlled.linkUp(link);
@@ -557,8 +565,23 @@ export class SlimNode {
     }
   }
 
+  /**
+   * With a controller, nodes of other groups learn our names from its routes only. A node can
+   * hold links to two nodes of one remote group (one it dialled through their load balancer,
+   * one that dialled ours); interest from both would make a multicast reach the group twice,
+   * once per link, and the group's nodes would deliver both copies.
+   */
+  private sharesInterestWith(link: Link): boolean {
+    return !(this.controlManaged && link.kind === LinkKind.RemoteGroup);
+  }
+
+  private get controlManaged(): boolean {
+    return this.cfg.controllerClients.length > 0;
+  }
+
   private broadcastToNodes(kind: 'subscribe' | 'unsubscribe', name: Name): void {
     for (const l of this.nodeLinks.values()) {
+      if (!this.sharesInterestWith(l)) continue;
       if (kind === 'subscribe') l.channel.send({ kind, subscribe: { name, subscriptionId: 0 } });
       else l.channel.send({ kind, unsubscribe: { name, subscriptionId: 0 } });
     }

@@ -37,7 +37,8 @@ interface TestNode {
   url: string;
 }
 
-async function startNode(nodeId: string, group: string, dial: TestNode[] = [], opsPort?: number): Promise<TestNode> {
+/** `controlled`: the node has a controller configured (one that never answers, here). */
+async function startNode(nodeId: string, group: string, dial: TestNode[] = [], opsPort?: number, controlled = false): Promise<TestNode> {
   const port = await freePort();
   const cfg = parseNodeConfig(
     JSON.stringify({
@@ -52,6 +53,7 @@ async function startNode(nodeId: string, group: string, dial: TestNode[] = [], o
             servers: [{ endpoint: `127.0.0.1:${port}`, tls: { insecure: true } }],
             clients: dial.map((d) => ({ endpoint: d.url, tls: { insecure: true } })),
           },
+          ...(controlled ? { controller: { clients: [{ endpoint: 'http://127.0.0.1:1', tls: { insecure: true } }] } } : {}),
         },
       },
     }),
@@ -170,6 +172,30 @@ describe('split horizon with two-step routing', () => {
       zSent: 7,
       xReceived: 0,
     });
+  });
+});
+
+describe('interest between groups under a controller', () => {
+  it('names cross groups only by route, so two links into a group still deliver a multicast once', async () => {
+    const x = await startNode('x', A, [], undefined, true);
+    const w = await startNode('w', A, [x], undefined, true);
+    const z = await startNode('z', B, [], undefined, true);
+    await linked(w, x);
+    // Z dialled group A's load balancer and landed on W; X dialled group B's and landed on Z.
+    expect((await z.node.controlled.createConnection({ id: GROUP_A, endpoint: w.endpoint, tls: false, group: A })).success).toBe(true);
+    expect((await x.node.controlled.createConnection({ id: `group/${B}`, endpoint: z.endpoint, tls: false, group: B })).success).toBe(true);
+    await linked(x, z);
+    const alice = await app(x, 'org/ns/alice');
+    expect(z.node.controlled.setRoute(formatName(alice.app.name), GROUP_A).success).toBe(true);
+    await knows(w, alice.app.name, x);
+    // X did not tell Z about alice over their cross-group link: only the route (via W) counts.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(z.node.table.hasSubscription(alice.app.name, z.node.nodeLink('x')!)).toBe(false);
+    const bob = await app(z, 'org/ns/bob');
+    for (let i = 0; i < 5; i++) bob.app.publish('org/ns/alice', `m${i}`, { fanout: 10 });
+    bob.app.publish(alice.app.name, 'end');
+    await eventually(() => texts(alice.got).includes('end'), 5000, 'sentinel');
+    expect(texts(alice.got)).toEqual(['m0', 'm1', 'm2', 'm3', 'm4', 'end']);
   });
 });
 
