@@ -2,7 +2,8 @@
 // trustedDomains) load as they are; every problem is one line naming the key.
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../common/config-file.js';
-import { parseControllerConfig } from '../controller/config.js';
+import { join } from 'node:path';
+import { loadControllerConfig, parseControllerConfig } from '../controller/config.js';
 
 /** The seed's controller chart values, verbatim (controller-values.yaml's config and spire blocks). */
 const SEED = `
@@ -62,6 +63,12 @@ describe('controller config', () => {
     );
     expect(cfg).toMatchObject({ heartbeatIntervalMs: 1000, nodeGracePeriodMs: 3000, commandTimeoutMs: 2000, startupGraceMs: 500 });
     expect(cfg.northbound?.adminSpiffeIds).toEqual(['spiffe://admin.example/ns/ops/sa/slimctl']);
+  });
+
+  it('loads the example config', () => {
+    const cfg = loadControllerConfig(join(import.meta.dirname, '../examples/controller.yaml'), {});
+    expect(cfg.southbound).toMatchObject({ host: '127.0.0.1', port: 50052, tls: { cert: { type: 'spire', socketPath: 'unix:///tmp/slim-dev-issuer/admin/controller.sock' } } });
+    expect(cfg.trustedDomains).toEqual(['cluster-a.example', 'cluster-b.example']);
   });
 
   it('names the key of every problem', () => {

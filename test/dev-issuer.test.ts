@@ -454,7 +454,8 @@ describe('config errors name the key', () => {
   it('loads the example config with every workload on its own socket', () => {
     const c = loadDevIssuerConfig(join(import.meta.dirname, '../examples/dev-issuer.yaml'), { SLIM_DEV_ISSUER_SOCKETS: '/run/dev' });
     expect(c.trustDomains).toEqual(['admin.example', 'cluster-a.example', 'cluster-b.example']);
-    expect(c.workloads).toHaveLength(7);
+    expect(c.workloads).toHaveLength(8);
+    expect(c.workloads.map((w) => w.spiffeId.id)).toContain('spiffe://admin.example/ns/ops/sa/slimctl');
     expect(c.workloads.map((w) => w.socketPath)).toContain('/run/dev/cluster-a/alice.sock');
     expect(c.workloads.find((w) => w.spiffeId.id === 'spiffe://cluster-b.example/ns/default/sa/bob')?.federatesWith).toEqual(['admin.example', 'cluster-a.example']);
     expect(c.ops).toEqual({ host: '127.0.0.1', port: 9190 });

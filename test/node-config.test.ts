@@ -421,6 +421,12 @@ describe('the example configs', () => {
     const b = loadNodeConfig(join(import.meta.dirname, '../examples/node-b-spire.yaml'), {});
     expect(b.clients[0]!.tls.ca).toMatchObject({ type: 'spire', trustDomains: ['cluster-a.example'] });
     for (const f of ['node-a.yaml', 'node-b.yaml', 'node-mtls.yaml']) expect(() => loadNodeConfig(join(import.meta.dirname, '../examples', f), { SLIM_TLS_DIR: '/tls' })).not.toThrow();
+    for (const [f, td] of [['node-a-controlled.yaml', 'cluster-a.example'], ['node-b-controlled.yaml', 'cluster-b.example']] as const) {
+      const c = loadNodeConfig(join(import.meta.dirname, '../examples', f), {});
+      expect(c.group).toBe(td);
+      expect(c.clients).toEqual([]);
+      expect(c.controllerClients[0]).toMatchObject({ url: 'https://127.0.0.1:50052', tls: { ca: { type: 'spire', trustDomains: ['admin.example'] } } });
+    }
   });
 
   it('names a bad trust domain by its key', () => {
