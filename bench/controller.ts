@@ -111,6 +111,11 @@ async function controllerHistogram(opsPort: number): Promise<{ count: number; p9
   return { count, p99Bucket: b ? `≤ ${b.le} s` : '?' };
 }
 
+async function controllerCpu(opsPort: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  return Number(/^process_cpu_seconds_total (\S+)/m.exec(text)?.[1] ?? NaN);
+}
+
 async function main(): Promise<void> {
   const group = new ProcessGroup();
   const stop = async (): Promise<void> => {
@@ -168,6 +173,7 @@ async function main(): Promise<void> {
     progress(`${NODES} nodes in ${GROUPS} groups registered in ${regMs.toFixed(0)} ms`);
 
     // Burst: every event at once; events/s = events / time until the last converged.
+    const cpuBefore = await controllerCpu(ops);
     const burstStart = performance.now();
     const commandsBefore = fleet.commands;
     const burst = await Promise.all(
@@ -175,6 +181,8 @@ async function main(): Promise<void> {
     );
     const burstMs = performance.now() - burstStart;
     const burstCommands = fleet.commands - commandsBefore;
+    // How busy the controller was: below 100 % the simulated fleet (one process) is the limit.
+    const burstBusy = ((await controllerCpu(ops)) - cpuBefore) / (burstMs / 1000);
     progress(`burst: ${EVENTS} subscriptions converged in ${burstMs.toFixed(0)} ms (${burstCommands} commands)`);
 
     // Paced: RATE events/s for SECONDS, each converging on its own.
@@ -200,7 +208,7 @@ async function main(): Promise<void> {
       [
         'subscribe, burst',
         `${EVENTS} events × ${NODES - 1} routes`,
-        `${((EVENTS / burstMs) * 1000).toFixed(0)} events/s (${((burstCommands / burstMs) * 1000).toFixed(0)} commands/s)`,
+        `${((EVENTS / burstMs) * 1000).toFixed(0)} events/s (${((burstCommands / burstMs) * 1000).toFixed(0)} commands/s, controller CPU ${(burstBusy * 100).toFixed(0)} %)`,
         `${pct(burst, 50).toFixed(1)} ms`,
         `${pct(burst, 99).toFixed(1)} ms`,
       ],
