@@ -5,7 +5,8 @@
 //
 // Groups: cluster-a.example ("A") and cluster-b.example ("B").
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { startInProcessNode, useCleanups } from './support/in-process-node.js';
 import { pino } from 'pino';
 import { SlimApp, type ReceivedMessage } from '../client/slim-app.js';
 import { freePort } from '../harness/processes.js';
@@ -18,17 +19,8 @@ const A = 'cluster-a.example';
 const B = 'cluster-b.example';
 const GROUP_A = `group/${A}`;
 
-const cleanups: (() => unknown)[] = [];
+const cleanups = useCleanups();
 
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort
-    }
-  }
-});
 
 interface TestNode {
   node: SlimNode;
@@ -39,30 +31,11 @@ interface TestNode {
 
 /** `controlled`: the node has a controller configured (one that never answers, here). */
 async function startNode(nodeId: string, group: string, dial: TestNode[] = [], opsPort?: number, controlled = false): Promise<TestNode> {
-  const port = await freePort();
-  const cfg = parseNodeConfig(
-    JSON.stringify({
-      tracing: { log_level: 'silent' },
-      observability: { endpoint: opsPort ? `127.0.0.1:${opsPort}` : '' },
-      runtime: { drain_timeout: '100ms' },
-      services: {
-        'slim/0': {
-          node_id: nodeId,
-          group_name: group,
-          dataplane: {
-            servers: [{ endpoint: `127.0.0.1:${port}`, tls: { insecure: true } }],
-            clients: dial.map((d) => ({ endpoint: d.url, tls: { insecure: true } })),
-          },
-          ...(controlled ? { controller: { clients: [{ endpoint: 'http://127.0.0.1:1', tls: { insecure: true } }] } } : {}),
-        },
-      },
-    }),
+  const n = await startInProcessNode(
+    { nodeId, group, dial: dial.map((d) => d.url), opsPort, ...(controlled ? { controllers: [{ endpoint: 'http://127.0.0.1:1' }] } : {}) },
+    cleanups,
   );
-  const node = new SlimNode(cfg, pino({ level: 'silent' }));
-  await node.start();
-  cleanups.push(() => node.stop());
-  const n = { node, endpoint: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}` };
-  return n;
+  return { node: n.node, endpoint: n.endpoint, url: n.url };
 }
 
 /** Waits until `a` and `b` hold a link with each other. */

@@ -3,8 +3,9 @@
 // process on loopback; apps are real SlimApp clients.
 
 import * as grpc from '@grpc/grpc-js';
+import { startInProcessNode, useCleanups } from './support/in-process-node.js';
 import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { SlimApp, type ReceivedMessage } from '../client/slim-app.js';
 import { spireTls } from '../harness/node-config.js';
@@ -12,7 +13,6 @@ import { freePort } from '../harness/processes.js';
 import { ConnectionTls } from '../identity/connection-tls.js';
 import { serveGrpc, verifyGrpcCall, type GrpcListener } from '../identity/grpc-tls.js';
 import { closeSharedSources } from '../identity/x509-source.js';
-import { parseNodeConfig } from '../node/config.js';
 import { SlimNode } from '../node/node.js';
 import {
   controllerServiceDefinition,
@@ -30,17 +30,8 @@ import { startSpiffeEnv } from './support/spiffe-env.js';
 const A = 'cluster-a.example';
 const B = 'cluster-b.example';
 
-const cleanups: (() => unknown)[] = [];
+const cleanups = useCleanups();
 
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort
-    }
-  }
-});
 
 // -- the controller, played by the test ------------------------------------------------------------
 
@@ -204,31 +195,6 @@ interface TestNode {
 }
 
 async function startNode(nodeId: string, group: string, controllers: { endpoint: string; tls?: Record<string, unknown> }[], opts: { dial?: string[]; serverTls?: Record<string, unknown> } = {}): Promise<TestNode> {
-  const port = await freePort();
-  const cfg = parseNodeConfig(
-    JSON.stringify({
-      tracing: { log_level: 'debug' },
-      observability: { endpoint: '' },
-      runtime: { drain_timeout: '100ms' },
-      services: {
-        'slim/0': {
-          node_id: nodeId,
-          group_name: group,
-          dataplane: {
-            servers: [
-              {
-                endpoint: `127.0.0.1:${port}`,
-                metadata: { local_endpoint: `127.0.0.1:${port}`, external_endpoint: `slim.${group}:${port}` },
-                tls: opts.serverTls ?? { insecure: true },
-              },
-            ],
-            clients: (opts.dial ?? []).map((endpoint) => ({ endpoint, tls: { insecure: true } })),
-          },
-          controller: { clients: controllers.map((c) => ({ endpoint: c.endpoint, tls: c.tls ?? { insecure: true } })) },
-        },
-      },
-    }),
-  );
   const logs: LogLine[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -236,10 +202,19 @@ async function startNode(nodeId: string, group: string, controllers: { endpoint:
       cb();
     },
   });
-  const node = new SlimNode(cfg, pino({ level: 'debug' }, sink));
-  await node.start();
-  cleanups.push(() => node.stop());
-  return { node, endpoint: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, logs };
+  const n = await startInProcessNode(
+    {
+      nodeId,
+      group,
+      dial: opts.dial,
+      serverTls: opts.serverTls,
+      metadata: (port) => ({ local_endpoint: `127.0.0.1:${port}`, external_endpoint: `slim.${group}:${port}` }),
+      controllers,
+      logger: pino({ level: 'debug' }, sink),
+    },
+    cleanups,
+  );
+  return { node: n.node, endpoint: n.endpoint, url: n.url, logs };
 }
 
 async function app(n: TestNode, name: string, reply = false): Promise<{ app: SlimApp; got: ReceivedMessage[]; name: string }> {

@@ -4,12 +4,10 @@
 // clients (or a raw TCP socket) writing gRPC frames by hand.
 
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { startInProcessNode, useCleanups } from './support/in-process-node.js';
 import net from 'node:net';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { pino } from 'pino';
+import { describe, expect, it, vi } from 'vitest';
 import { SlimApp, type ReceivedMessage, type SlimAppOptions } from '../client/slim-app.js';
-import { freePort } from '../harness/processes.js';
-import { parseNodeConfig } from '../node/config.js';
 import { Link } from '../node/link.js';
 import { SlimNode } from '../node/node.js';
 import { TargetSet } from '../node/subscription-table.js';
@@ -33,17 +31,8 @@ import { eventually } from './support/local-nodes.js';
 
 // -- fixture helpers ---------------------------------------------------------------------------
 
-const cleanups: (() => unknown)[] = [];
+const cleanups = useCleanups();
 
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort: a failed cleanup must not hide the test's own result
-    }
-  }
-});
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -78,28 +67,8 @@ interface StartedNode {
 
 /** An in-process node on a free loopback port; `dataplane` adds keys to services.slim/0.dataplane. */
 async function startNode(nodeId: string, dataplane: Record<string, unknown> = {}, dial: string[] = []): Promise<StartedNode> {
-  const port = await freePort();
-  const cfg = parseNodeConfig(
-    JSON.stringify({
-      tracing: { log_level: 'silent' },
-      observability: { endpoint: '' },
-      runtime: { drain_timeout: '100ms' },
-      services: {
-        'slim/0': {
-          node_id: nodeId,
-          dataplane: {
-            servers: [{ endpoint: `127.0.0.1:${port}`, tls: { insecure: true } }],
-            clients: dial.map((endpoint) => ({ endpoint, tls: { insecure: true } })),
-            ...dataplane,
-          },
-        },
-      },
-    }),
-  );
-  const node = new SlimNode(cfg, pino({ level: 'silent' }));
-  await node.start();
-  cleanups.push(() => node.stop());
-  return { node, url: `http://127.0.0.1:${port}` };
+  const n = await startInProcessNode({ nodeId, dataplane, dial }, cleanups);
+  return { node: n.node, url: n.url };
 }
 
 async function connectApp(n: StartedNode, appName: string, opts: Partial<SlimAppOptions> = {}): Promise<SlimApp> {
