@@ -55,12 +55,15 @@ class SimNode {
         if (m.register_reply) {
           if (m.register_reply.accepted) resolve();
           else reject(new Error(`${this.id}: ${m.register_reply.reason}`));
-        } else if (m.command) {
-          this.call.write({ ack: { id: m.command.id, success: true, error: '' } });
-          const c = m.command;
-          if (c.set_route) this.fleet.routeChanged(c.set_route.name, 'set');
-          else if (c.delete_route) this.fleet.routeChanged(c.delete_route.name, 'delete');
-          this.fleet.commands++;
+        } else if (m.command || m.commands) {
+          // Acknowledged as a real node does: the acks of one batch in one message, in order.
+          const cmds = m.command ? [m.command] : m.commands!.commands;
+          this.call.write(cmds.length === 1 ? { ack: { id: cmds[0]!.id, success: true, error: '' } } : { acks: { acks: cmds.map((c) => ({ id: c.id, success: true, error: '' })) } });
+          for (const c of cmds) {
+            if (c.set_route) this.fleet.routeChanged(c.set_route.name, 'set');
+            else if (c.delete_route) this.fleet.routeChanged(c.delete_route.name, 'delete');
+            this.fleet.commands++;
+          }
         } else if (m.heartbeat) {
           this.call.write({ heartbeat: { sent_at_ms: Date.now() } });
         }

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { Backoff } from '../common/backoff.js';
 import type { ConnectionTls } from '../identity/connection-tls.js';
 import { grpcChannelCredentials } from '../identity/grpc-tls.js';
-import { controllerClientConstructor, type CommandMsg, type ControllerMessage, type NodeMessage, type RegisterMsg } from '../proto/controller.js';
+import { controllerClientConstructor, type CommandAckMsg, type CommandMsg, type ControllerMessage, type NodeMessage, type RegisterMsg } from '../proto/controller.js';
 import type { ClientSettings } from './config.js';
 import type { AckResult, ControlledState } from './controlled-connections.js';
 import type { NodeStats } from './metrics.js';
@@ -188,6 +188,8 @@ export class ControllerClient {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly unreachable = new Backoff({ initialMs: 100, maxMs: 5_000, factor: 2 });
   private readonly refusals = new Backoff({ initialMs: 1_000, maxMs: 30_000, factor: 2 });
+  private acks: CommandAckMsg[] = [];
+  private acksScheduled = false;
   private readonly queue: { call: ControlCall; cmd: CommandMsg }[] = [];
   private processing = false;
 
@@ -277,8 +279,9 @@ export class ControllerClient {
       this.heartbeatTimer = setInterval(() => this.heartbeat(call, interval), interval);
       return;
     }
-    if (m.command) {
-      this.queue.push({ call, cmd: m.command });
+    if (m.command || m.commands) {
+      if (m.command) this.queue.push({ call, cmd: m.command });
+      else for (const cmd of m.commands!.commands) this.queue.push({ call, cmd });
       if (!this.processing) void this.process();
     }
     // Heartbeats only prove the controller is alive (lastHeard).
@@ -314,11 +317,28 @@ export class ControllerClient {
         this.host.stats.countIn(this.host.stats.controllerCommands, `${action}/${result.success ? 'success' : 'failure'}`);
         if (result.success) this.log.debug({ controller: this.url, id: cmd.id, action }, 'applied a controller command');
         else this.log.warn({ controller: this.url, id: cmd.id, action, error: result.error }, 'controller command failed');
-        if (call === this.call) this.send({ ack: { id: cmd.id, success: result.success, error: result.error } });
+        if (call === this.call) this.ack(call, { id: cmd.id, success: result.success, error: result.error });
       }
     } finally {
       this.processing = false;
     }
+  }
+
+  /**
+   * Acknowledgements of the commands applied in one event-loop turn go back as one message, in
+   * order (most commands apply at once, so a batch of commands gets a batch of acks).
+   */
+  private ack(call: ControlCall, a: CommandAckMsg): void {
+    this.acks.push(a);
+    if (this.acksScheduled) return;
+    this.acksScheduled = true;
+    setImmediate(() => {
+      this.acksScheduled = false;
+      const batch = this.acks;
+      this.acks = [];
+      if (call !== this.call || batch.length === 0) return;
+      this.send(batch.length === 1 ? { ack: batch[0]! } : { acks: { acks: batch } });
+    });
   }
 
   /** Gives up on a channel from our side. */

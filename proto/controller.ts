@@ -92,14 +92,16 @@ export interface NodeMessage {
   ack?: CommandAckMsg;
   heartbeat?: HeartbeatMsg;
   connection_status?: { states: ConnectionStateMsg[] };
-  payload?: 'register' | 'subscriptions' | 'ack' | 'heartbeat' | 'connection_status';
+  acks?: { acks: CommandAckMsg[] };
+  payload?: 'register' | 'subscriptions' | 'ack' | 'heartbeat' | 'connection_status' | 'acks';
 }
 
 export interface ControllerMessage {
   register_reply?: RegisterReplyMsg;
   command?: CommandMsg;
   heartbeat?: HeartbeatMsg;
-  payload?: 'register_reply' | 'command' | 'heartbeat';
+  commands?: { commands: CommandMsg[] };
+  payload?: 'register_reply' | 'command' | 'heartbeat' | 'commands';
 }
 
 /** Deterministic connection ids: a restarted controller computes the same ones. */

@@ -69,10 +69,11 @@ class Session {
       for (const s of m.subscriptions.removed) this.subscriptions.delete(s);
     }
     if (m.connection_status) for (const st of m.connection_status.states) this.states.set(st.id, st);
-    if (m.ack) {
-      this.acks.push(m.ack);
-      this.waiting.get(Number(m.ack.id))?.(m.ack);
-      this.waiting.delete(Number(m.ack.id));
+    // Acks come one by one or, for commands applied in the same turn, batched in order.
+    for (const ack of m.ack ? [m.ack] : (m.acks?.acks ?? [])) {
+      this.acks.push(ack);
+      this.waiting.get(Number(ack.id))?.(ack);
+      this.waiting.delete(Number(ack.id));
     }
   }
 
