@@ -149,8 +149,8 @@ beforeAll(async () => {
   admin = await AdminClient.connect({ server: `127.0.0.1:${north}`, tls: spiffeClientTls(env.socket['admin']!) });
 }, 90_000);
 
-function spiffeClientTls(socket: string) {
-  return { insecure: false, skipVerify: false, cert: { type: 'spire' as const, socketPath: `unix:${socket}` }, ca: { type: 'spire' as const, socketPath: `unix:${socket}`, trustDomains: [] } };
+function spiffeClientTls(socket: string, trustDomains: string[] = []) {
+  return { insecure: false, skipVerify: false, cert: { type: 'spire' as const, socketPath: `unix:${socket}` }, ca: { type: 'spire' as const, socketPath: `unix:${socket}`, trustDomains } };
 }
 
 afterAll(async () => {
@@ -173,6 +173,22 @@ describe('controller: registration, routes on subscription, reconciliation', () 
       ['b1', B, NODE_B],
     ]);
     expect(list.find((n) => n.node_id === 'a0')!.endpoints[0]).toMatchObject({ local_endpoint: nodes.get('a0')!.local, external_endpoint: balancers.get(A)!.endpoint, tls: true });
+  });
+
+  it('serves the admin API to admin identities only; slimctl reads it', async () => {
+    // A workload of cluster-a passes TLS (the controller trusts cluster-a) but is no admin.
+    const notAdmin = await AdminClient.connect({ server: `127.0.0.1:${north}`, tls: spiffeClientTls(env.socket['carol']!, ['admin.example']) });
+    try {
+      const err = await notAdmin.nodes().catch((e: unknown) => e);
+      expect(err).toMatchObject({ kind: 'refused' });
+      expect(String((err as Error).message)).toContain(`spiffe://${A}/ns/default/sa/carol is not in trust domain(s) admin.example`);
+    } finally {
+      notAdmin.close();
+    }
+    const ctl = procs.spawn('slimctl', 'slimctl', ['nodes', '--server', `127.0.0.1:${north}`, '--spiffe-socket', `unix:${env.socket['admin']}`]);
+    expect((await ctl.exited).code).toBe(0);
+    const out = ctl.lines.join('\n');
+    for (const id of ['a0', 'a1', 'b0', 'b1']) expect(out).toMatch(new RegExp(`^${id}\\s+cluster-[ab]\\.example\\s+up\\s`, 'm'));
   });
 
   it('alice subscribes on a0: a1 gets a route over a0\'s local endpoint, cluster-b over cluster-a\'s load balancer, and bob reaches her', async () => {
