@@ -226,6 +226,9 @@ export class ControlPlane extends EventEmitter {
     if (!ep?.local_endpoint) {
       this.log.warn({ node_id: m.node_id }, 'the node advertises no local endpoint: nodes of its group cannot be sent its subscriptions');
     }
+    if (!ep?.external_endpoint && !this.planner.externalEndpointOf(m.group)) {
+      this.log.warn({ node_id: m.node_id, group: m.group }, 'no node of this group advertises an external endpoint yet: nodes of other groups cannot reach its subscribers');
+    }
     this.event('node_up', m.node_id, m.group, returning ? 'registered again' : 'registered');
     return { ok: true, record };
   }
