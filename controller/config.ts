@@ -25,6 +25,8 @@ const port = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return n;
 });
 
+const positiveDuration = duration.refine((ms) => ms >= 10, { message: 'must be at least 10ms' });
+
 const tlsSchema = z
   .strictObject({
     useSpiffe: z.boolean().default(false),
@@ -37,6 +39,9 @@ const tlsSchema = z
     const modes = [t.useSpiffe && 'useSpiffe', t.insecure && 'insecure', (t.certFile || t.keyFile) && 'certFile/keyFile'].filter(Boolean);
     if (modes.length > 1) ctx.addIssue({ code: 'custom', message: `choose one of ${modes.join(', ')}` });
     if (Boolean(t.certFile) !== Boolean(t.keyFile)) ctx.addIssue({ code: 'custom', message: 'certFile and keyFile go together' });
+    // Without a CA the listener cannot ask for client certificates: no node or admin would be
+    // authenticated, and anyone could register as any node.
+    if (t.certFile && !t.caFile) ctx.addIssue({ code: 'custom', path: ['caFile'], message: 'is required with certFile/keyFile: peers are authenticated by their certificates' });
   });
 
 const spireSchema = z.strictObject({
@@ -75,11 +80,14 @@ export const controllerConfigSchema = z.strictObject({
       reconciler: z
         .strictObject({
           /** How often both ends of a control channel send a heartbeat; 3 missed ones end the channel. */
-          heartbeatInterval: duration.default(5_000),
+          heartbeatInterval: positiveDuration.default(5_000),
           /** How long a disconnected node's routes stay on the other nodes before removal. */
           nodeGracePeriod: duration.default(15_000),
-          /** How long a command may go unacknowledged before it is reported as timed out. */
-          commandTimeout: duration.default(10_000),
+          /**
+           * How long a command may go unacknowledged before it is reported as timed out; above
+           * the nodes' connect timeout (10 s), which a create_connection's ack may wait for.
+           */
+          commandTimeout: positiveDuration.default(15_000),
           /** After a (re)start, deletions wait this long, so every node can re-register first. */
           startupGrace: duration.optional(),
         })

@@ -45,11 +45,19 @@ export class NodeRecord {
   endpoints: EndpointMsg[] = [];
   registeredAtMs = Date.now();
   lastError = '';
+  /** Where its control channel comes from. */
+  peer = '';
   graceTimer: NodeJS.Timeout | undefined;
   /** What the node holds, from its registration, then from the commands it acknowledged. */
   readonly connections = new Map<string, HeldConnection>();
   readonly routes = new Map<string, HeldRoute>();
   staticConnections: HeldConnection[] = [];
+  /** The names the node last reported its apps subscribe to: what the planner converges to. */
+  readonly reported = new Set<string>();
+  /** Bumped on every registration: work started for an older one stops when it sees a newer. */
+  generation = 0;
+  /** The grace period ran out and the node is being removed (until it registers again). */
+  expired = false;
 
   constructor(
     readonly id: string,
@@ -100,6 +108,8 @@ export class ControlPlane extends EventEmitter {
     private readonly log: Logger,
   ) {
     super();
+    // One listener per admin Watch stream.
+    this.setMaxListeners(0);
     this.nodePaths = compilePathPatterns(opts.nodeSpiffePaths);
     // Right after a (re)start most nodes have not re-registered yet, so the planner does not
     // know what their routes lead to. Removing what it does not know about would tear down
@@ -130,7 +140,7 @@ export class ControlPlane extends EventEmitter {
   // -- registration ---------------------------------------------------------------------------
 
   /** Why this registration must be refused, or undefined. */
-  private registrationProblem(m: RegisterMsg, identity: string): string | undefined {
+  private registrationProblem(m: RegisterMsg, identity: string, peer: string): string | undefined {
     if (!m.node_id) return 'node_id is empty';
     if (m.node_id.length > MAX_ID || !/^[A-Za-z0-9._:@-]+$/.test(m.node_id)) return `node_id "${m.node_id.slice(0, 80)}" must be 1-${MAX_ID} of [A-Za-z0-9._:@-]`;
     if (!m.group) return 'group is empty';
@@ -154,12 +164,19 @@ export class ControlPlane extends EventEmitter {
     if (existing && existing.identity !== identity) {
       return `node id ${m.node_id} is registered by ${existing.identity || 'an unauthenticated node'}, not ${identity || 'an unauthenticated node'}`;
     }
+    // Same identity (nodes of a group share one service account), channel still open, other
+    // endpoints: a second node with the same id, not the same node reconnecting. Taking turns
+    // would move every route toward it back and forth.
+    const live = existing?.session && !existing.session.isClosed;
+    if (live && endpointsText(existing.endpoints) !== endpointsText(m.endpoints)) {
+      return `node id ${m.node_id} is connected from ${existing.peer} with endpoint(s) ${endpointsText(existing.endpoints) || '(none)'}; this registration from ${peer} names ${endpointsText(m.endpoints) || '(none)'}: two nodes share this id`;
+    }
     return undefined;
   }
 
   /** A node's first message. Accepted nodes get a session; the diff goes out after the reply. */
   register(m: RegisterMsg, identity: string, stream: ControlStream, peer: string): Registration {
-    const problem = this.registrationProblem(m, identity);
+    const problem = this.registrationProblem(m, identity, peer);
     if (problem) {
       this.metrics?.registrations.inc({ result: 'rejected' });
       this.log.warn({ node_id: m.node_id, group: m.group, identity: identity || undefined, peer, reason: problem }, 'rejected a node registration');
@@ -188,9 +205,12 @@ export class ControlPlane extends EventEmitter {
     old?.close('replaced by a new registration of the same node');
     clearTimeout(record.graceTimer);
     record.graceTimer = undefined;
+    record.generation++;
+    record.expired = false;
     record.status = 'up';
     record.registeredAtMs = Date.now();
     record.endpoints = m.endpoints;
+    record.peer = peer;
     // What the node holds is what it says it holds: the diff is against that.
     record.connections.clear();
     record.routes.clear();
@@ -236,7 +256,7 @@ export class ControlPlane extends EventEmitter {
   /** After the reply went out: bring the node's connections and routes to the wanted state. */
   afterRegistration(record: NodeRecord, subscriptions: string[]): void {
     const ep = record.endpoints[0];
-    const { changed, respec } = this.planner.upsertNode({
+    const { changed, respec, externalChanged } = this.planner.upsertNode({
       id: record.id,
       group: record.group,
       localEndpoint: ep?.local_endpoint ?? '',
@@ -248,13 +268,31 @@ export class ControlPlane extends EventEmitter {
     for (const id of full) changed.delete(id);
     void this.syncAll(full, true);
     void this.syncAll(changed);
-    const now = new Set<string>();
+    // What the node holds now is what counts; every name it reported, had, or has work queued
+    // for is brought there (work still running for an older state re-checks when its turn comes).
+    const before = new Set([...record.reported, ...this.planner.subscriptionsOf(record.id), ...this.queuedNames(record.id)]);
+    record.reported.clear();
     for (const text of subscriptions) {
       const name = this.validName(record, text);
-      if (name) now.add(name);
+      if (name) record.reported.add(name);
     }
-    for (const name of this.planner.subscriptionsOf(record.id)) if (!now.has(name)) void this.unsubscribed(record.id, name);
-    for (const name of now) if (!this.planner.isSubscribed(record.id, name)) void this.subscribed(record.id, name);
+    for (const name of new Set([...before, ...record.reported])) void this.reconcileName(record.id, name);
+    // The group may just have got (or changed) its external endpoint: names of the group that
+    // could not be exposed to other groups before may be now.
+    if (externalChanged) this.reconcileGroup(record.group, record.id);
+  }
+
+  /** Re-checks every subscription of `group`'s nodes (after its external endpoint changed). */
+  private reconcileGroup(group: string, except?: string): void {
+    for (const id of this.planner.membersOf(group)) {
+      if (id === except) continue;
+      for (const name of this.planner.subscriptionsOf(id)) void this.reconcileName(id, name);
+    }
+  }
+
+  private queuedNames(nodeId: string): string[] {
+    const prefix = `${nodeId}\u0000`;
+    return [...this.chains.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
   }
 
   private validName(record: NodeRecord, text: string): string | undefined {
@@ -272,11 +310,17 @@ export class ControlPlane extends EventEmitter {
     if (m.subscriptions) {
       for (const text of m.subscriptions.added) {
         const name = this.validName(record, text);
-        if (name) void this.subscribed(record.id, name);
+        if (name) {
+          record.reported.add(name);
+          void this.reconcileName(record.id, name);
+        }
       }
       for (const text of m.subscriptions.removed) {
         const name = this.validName(record, text);
-        if (name) void this.unsubscribed(record.id, name);
+        if (name) {
+          record.reported.delete(name);
+          void this.reconcileName(record.id, name);
+        }
       }
     } else if (m.connection_status) {
       for (const s of m.connection_status.states) this.connectionState(record, s);
@@ -316,10 +360,13 @@ export class ControlPlane extends EventEmitter {
   /** The grace period ran out: everything toward the node goes, in reverse order of install. */
   private async removeNode(record: NodeRecord): Promise<void> {
     if (this.records.get(record.id) !== record || record.status !== 'down') return;
+    const generation = record.generation;
+    record.expired = true;
     this.log.info({ node_id: record.id, group: record.group }, 'node did not come back: removing its routes from the other nodes');
-    const names = [...this.planner.subscriptionsOf(record.id)];
-    await Promise.all(names.map((n) => this.unsubscribed(record.id, n)));
-    if (this.records.get(record.id) !== record || record.status !== 'down') return; // came back meanwhile
+    const names = new Set([...this.planner.subscriptionsOf(record.id), ...this.queuedNames(record.id)]);
+    await Promise.all([...names].map((n) => this.reconcileName(record.id, n)));
+    // Registered again meanwhile (and maybe gone again, with a grace period of its own).
+    if (this.records.get(record.id) !== record || record.generation !== generation) return;
     this.forget(record, 'grace period over');
   }
 
@@ -327,6 +374,7 @@ export class ControlPlane extends EventEmitter {
     clearTimeout(record.graceTimer);
     this.planner.removeNode(record.id);
     this.records.delete(record.id);
+    this.reconcileGroup(record.group);
     record.session?.close(why);
     this.event('node_removed', record.id, record.group, why);
     // Its endpoint may have been its group's external endpoint: connections to the group may
@@ -352,24 +400,38 @@ export class ControlPlane extends EventEmitter {
     return next;
   }
 
-  /** A subscription appeared on a node: step 1, acknowledged, then step 2. */
-  subscribed(nodeId: string, name: string): Promise<void> {
+  /**
+   * Brings the planner's view of (node, name) to what the node last reported, whatever was
+   * asked in between: one job per (node, name) at a time, each deciding when its turn comes, so
+   * a registration racing an unsubscribe (or a removal racing a return) cannot leave routes
+   * that lead nowhere or lose ones that are needed. Subscribing is step 1, acknowledged, then
+   * step 2; unsubscribing undoes step 2 first.
+   */
+  reconcileName(nodeId: string, name: string): Promise<void> {
     const seen = performance.now();
     return this.chain(nodeId, name, async () => {
-      if (!this.records.has(nodeId)) return;
-      await this.syncAll(this.planner.subscribe(nodeId, name));
-      if (!this.planner.isSubscribed(nodeId, name)) return;
-      await this.syncAll(this.planner.exposeRemote(nodeId, name));
-      this.metrics?.convergence.observe((performance.now() - seen) / 1000);
-    });
-  }
-
-  /** The last subscriber of a name on a node went: step 2 is undone first, then step 1. */
-  unsubscribed(nodeId: string, name: string): Promise<void> {
-    return this.chain(nodeId, name, async () => {
+      const record = this.records.get(nodeId);
+      const wanted = record !== undefined && !record.expired && record.reported.has(name);
+      if (wanted) {
+        if (!this.planner.isSubscribed(nodeId, name)) await this.syncAll(this.planner.subscribe(nodeId, name));
+        if (this.planner.isExposed(nodeId, name)) {
+          // Its group lost its external endpoint (the last node advertising one left).
+          if (!this.planner.externalEndpointOf(record.group)) await this.syncAll(this.planner.unexposeRemote(nodeId, name));
+          return;
+        }
+        if (!this.wantedStill(record, name)) return;
+        const exposed = this.planner.exposeRemote(nodeId, name);
+        await this.syncAll(exposed);
+        if (this.planner.isExposed(nodeId, name)) this.metrics?.convergence.observe((performance.now() - seen) / 1000);
+        return;
+      }
       await this.syncAll(this.planner.unexposeRemote(nodeId, name));
       await this.syncAll(this.planner.unsubscribe(nodeId, name));
     });
+  }
+
+  private wantedStill(record: NodeRecord, name: string): boolean {
+    return this.records.get(record.id) === record && !record.expired && record.reported.has(name);
   }
 
   // -- reconciliation by diff -----------------------------------------------------------------
@@ -494,6 +556,10 @@ export class ControlPlane extends EventEmitter {
     for (const r of this.records.values()) n += r.session?.pendingCount ?? 0;
     return n;
   }
+}
+
+function endpointsText(eps: readonly EndpointMsg[]): string {
+  return eps.map((e) => e.local_endpoint).join(', ');
 }
 
 function held(spec: ConnectionSpecMsg, state?: ConnectionStateMsg): HeldConnection {

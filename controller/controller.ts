@@ -13,6 +13,7 @@ import type { ControllerConfig, ListenerSettings } from './config.js';
 import { ControlPlane } from './control-plane.js';
 import { ControllerMetrics } from './metrics.js';
 import { addControllerService } from './southbound.js';
+import { MAX_CONTROL_MESSAGE } from '../proto/controller.js';
 
 export class SlimController {
   plane!: ControlPlane;
@@ -88,7 +89,13 @@ export class SlimController {
       plane.metrics = this.metrics;
       if (!sbTls) this.log.warn('southbound is plaintext (config.southbound.tls.insecure): any process can register as any node; development only');
 
-      const south = new grpc.Server({ 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_permit_without_calls': 1 });
+      // A registration lists everything a node holds: room for large networks.
+      const south = new grpc.Server({
+        'grpc.keepalive_time_ms': 30_000,
+        'grpc.keepalive_permit_without_calls': 1,
+        'grpc.max_receive_message_length': MAX_CONTROL_MESSAGE,
+        'grpc.max_send_message_length': MAX_CONTROL_MESSAGE,
+      });
       this.servers.push(south);
       addControllerService(south, plane, sbTls, cfg.heartbeatIntervalMs, this.log);
       this.ports.southbound = await this.listen(south, cfg.southbound, sbTls);

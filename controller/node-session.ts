@@ -33,6 +33,9 @@ export interface NodeSessionOptions {
 
 let nextCommandId = 1;
 
+/** Commands per CommandBatch: ~65 bytes each keeps a batch far below any message limit. */
+const MAX_BATCH = 1000;
+
 export function actionOf(c: Omit<CommandMsg, 'id'>): CommandAction {
   if (c.create_connection) return 'create_connection';
   if (c.delete_connection !== undefined) return 'delete_connection';
@@ -117,15 +120,21 @@ export class NodeSession {
 
   private flush(): void {
     this.flushScheduled = false;
-    const batch = this.outbox;
-    if (batch.length === 0) return;
+    const all = this.outbox;
     this.outbox = [];
-    if (!this.write(batch.length === 1 ? { command: batch[0]! } : { commands: { commands: batch } })) return;
-    // One timer per batch: whatever of it is still unacknowledged then has timed out.
-    const timer = setTimeout(() => {
-      for (const c of batch) this.finish(c.id, { ok: false, error: `no acknowledgement within ${this.opts.commandTimeoutMs} ms`, timedOut: true });
-    }, this.opts.commandTimeoutMs);
-    timer.unref();
+    for (let i = 0; i < all.length; i += MAX_BATCH) {
+      const batch = all.slice(i, i + MAX_BATCH);
+      if (!this.write(batch.length === 1 ? { command: batch[0]! } : { commands: { commands: batch } })) {
+        // Closed (close() settles what is pending) or the write threw: fail the rest now.
+        for (const c of all.slice(i)) this.finish(c.id, { ok: false, error: 'control channel closed: the command could not be sent' });
+        return;
+      }
+      // One timer per batch: whatever of it is still unacknowledged then has timed out.
+      const timer = setTimeout(() => {
+        for (const c of batch) this.finish(c.id, { ok: false, error: `no acknowledgement within ${this.opts.commandTimeoutMs} ms`, timedOut: true });
+      }, this.opts.commandTimeoutMs);
+      timer.unref();
+    }
   }
 
   private acked(a: CommandAckMsg): void {

@@ -132,7 +132,7 @@ export class RoutePlanner {
    * Adds a node, or updates its endpoints. Returns the nodes whose wanted state changed, and
    * the connection ids whose spec changed (their holders must be told again).
    */
-  upsertNode(n: PlannerNode): { changed: Set<string>; respec: Set<string> } {
+  upsertNode(n: PlannerNode): { changed: Set<string>; respec: Set<string>; externalChanged: boolean } {
     const changed = new Set<string>();
     const respec = new Set<string>();
     const old = this.nodes.get(n.id);
@@ -164,11 +164,13 @@ export class RoutePlanner {
       changed.add(n.id);
     }
     const ext = this.external.get(n.group);
+    let externalChanged = false;
     if (n.externalEndpoint && (!ext || (ext.from === n.id && (ext.endpoint !== n.externalEndpoint || ext.tls !== n.tls)))) {
       if (ext) respec.add(groupConnectionId(n.group));
       this.external.set(n.group, { endpoint: n.externalEndpoint, tls: n.tls, from: n.id });
+      externalChanged = true;
     }
-    return { changed, respec };
+    return { changed, respec, externalChanged };
   }
 
   /** Forgets a node: everything toward it and its own wanted state. Returns the nodes changed. */

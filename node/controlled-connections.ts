@@ -169,7 +169,7 @@ export class ControlledState {
       existing.spec = normalized;
       existing.target = target;
       existing.dialer = this.dialer(existing, settings, tls);
-      this.stopDialer(old, existing, 'controlled connection replaced');
+      this.stopDialer(old, 'controlled connection replaced');
       conn = existing;
       this.log.info({ connection: id, endpoint: spec.endpoint, tls: tlsOn, target: targetText(target) }, 'controlled connection changed');
     } else {
@@ -185,7 +185,7 @@ export class ControlledState {
     return result;
   }
 
-  /** Stops the connection, closes the link it dialled (unless another one routes over it) and drops its routes. */
+  /** Stops the connection and drops its routes (the link it dialled stays: see stopDialer). */
   deleteConnection(id: string): AckResult {
     const conn = this.conns.get(id);
     if (!conn) return ok;
@@ -195,7 +195,7 @@ export class ControlledState {
       this.routeMap.delete(routeKey(r.text, r.connectionId));
     }
     conn.routes.clear();
-    this.stopDialer(conn.dialer, conn, 'controlled connection deleted');
+    this.stopDialer(conn.dialer, 'controlled connection deleted');
     this.settle(conn, fail(`connection ${id} was deleted before it came up`));
     this.log.info({ connection: id }, 'controlled connection deleted');
     return ok;
@@ -308,15 +308,14 @@ export class ControlledState {
     });
   }
 
-  /** Does a link other than through `conn` still need `link`? (another controlled connection or a static client) */
-  private usedByOthers(link: Link, conn: Connection): boolean {
-    for (const c of this.conns.values()) if (c !== conn && this.resolve(c) === link) return true;
-    return this.node.staticDialers().some((d) => d.link === link);
-  }
-
-  private stopDialer(dialer: PeerDialer, conn: Connection, reason: string): void {
-    const link = dialer.link;
-    dialer.stop(reason, link !== undefined && this.usedByOthers(link, conn));
+  /**
+   * Stops dialling; an established link stays. The peer may route over it too (its own
+   * connection to this node counts the link we dialled as its own), and from here we cannot see
+   * that: closing it dropped the peer's traffic until it redialled. At most one link per peer
+   * node stays; either side's keepalive or shutdown ends it.
+   */
+  private stopDialer(dialer: PeerDialer, reason: string): void {
+    dialer.stop(reason, dialer.link !== undefined);
   }
 
   private dialer(conn: Connection, settings: DialSettings, tls: ConnectionTls | undefined): PeerDialer {

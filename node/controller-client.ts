@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { Backoff } from '../common/backoff.js';
 import type { ConnectionTls } from '../identity/connection-tls.js';
 import { grpcChannelCredentials } from '../identity/grpc-tls.js';
-import { controllerClientConstructor, type CommandAckMsg, type CommandMsg, type ControllerMessage, type NodeMessage, type RegisterMsg } from '../proto/controller.js';
+import { MAX_CONTROL_MESSAGE, controllerClientConstructor, type CommandAckMsg, type CommandMsg, type ControllerMessage, type NodeMessage, type RegisterMsg } from '../proto/controller.js';
 import type { ClientSettings } from './config.js';
 import type { AckResult, ControlledState } from './controlled-connections.js';
 import type { NodeStats } from './metrics.js';
@@ -237,8 +237,12 @@ export class ControllerClient {
     if (this.stopped) return;
     const Client = controllerClientConstructor();
     const credentials = this.endpoint.tls ? grpcChannelCredentials(this.endpoint.tls) : grpc.credentials.createInsecure();
-    const client = new Client(this.target, credentials);
+    // A full diff for a node of a large network can pass grpc-js's 4 MiB default.
+    const client = new Client(this.target, credentials, { 'grpc.max_receive_message_length': MAX_CONTROL_MESSAGE, 'grpc.max_send_message_length': MAX_CONTROL_MESSAGE });
     this.client = client;
+    // The snapshot first: taking it flushes batched updates to every open channel, and this one
+    // must see nothing before its registration.
+    const registration = this.plane.registration();
     const call = (client as unknown as { OpenControlChannel(): ControlCall }).OpenControlChannel();
     this.call = call;
     this.refused = false;
@@ -255,7 +259,7 @@ export class ControllerClient {
     // A controller that accepts the call but never answers the registration.
     const timeoutMs = this.endpoint.settings.connectTimeoutMs;
     this.registerTimer = setTimeout(() => this.abandon(call, `no registration reply within ${timeoutMs} ms`), timeoutMs);
-    this.send({ register: this.plane.registration() });
+    this.send({ register: registration });
   }
 
   private onMessage(call: ControlCall, m: ControllerMessage): void {
@@ -298,7 +302,10 @@ export class ControllerClient {
     this.send({ heartbeat: { sent_at_ms: Date.now() } });
   }
 
-  /** Commands in arrival order, each acknowledged on the channel it came on. */
+  /**
+   * Commands applied in arrival order, each acknowledged on the channel it came on (a
+   * create_connection's ack may come after later commands' acks: see below).
+   */
   private async process(): Promise<void> {
     this.processing = true;
     try {
@@ -308,16 +315,27 @@ export class ControllerClient {
         // took it as failed and reconciles against the node's next registration.
         if (call !== this.call) continue;
         const action = actionOf(cmd) ?? 'unknown';
-        let result: AckResult;
+        const done = (result: AckResult): void => {
+          this.host.stats.countIn(this.host.stats.controllerCommands, `${action}/${result.success ? 'success' : 'failure'}`);
+          if (result.success) this.log.debug({ controller: this.url, id: cmd.id, action }, 'applied a controller command');
+          else this.log.warn({ controller: this.url, id: cmd.id, action, error: result.error }, 'controller command failed');
+          if (call === this.call) this.ack(call, { id: cmd.id, success: result.success, error: result.error });
+        };
+        const failed = (err: unknown): AckResult => ({ success: false, error: `${action}: ${(err as Error).message}` });
+        let pending: Promise<AckResult>;
         try {
-          result = await this.plane.apply(cmd);
+          pending = Promise.resolve(this.plane.apply(cmd));
         } catch (err) {
-          result = { success: false, error: `${action}: ${(err as Error).message}` };
+          pending = Promise.resolve(failed(err));
         }
-        this.host.stats.countIn(this.host.stats.controllerCommands, `${action}/${result.success ? 'success' : 'failure'}`);
-        if (result.success) this.log.debug({ controller: this.url, id: cmd.id, action }, 'applied a controller command');
-        else this.log.warn({ controller: this.url, id: cmd.id, action, error: result.error }, 'controller command failed');
-        if (call === this.call) this.ack(call, { id: cmd.id, success: result.success, error: result.error });
+        if (action === 'create_connection') {
+          // Applied now (the connection exists and dials; routes on it can be set next), but
+          // acknowledged when its link is up or its first dial failed, which can take the
+          // connect timeout: the commands behind it must not wait for that.
+          void pending.then(done, (err: unknown) => done(failed(err)));
+          continue;
+        }
+        done(await pending.catch(failed));
       }
     } finally {
       this.processing = false;

@@ -277,11 +277,6 @@ export class SlimNode {
     return this.nodeLinks.values();
   }
 
-  /** The dialers of dataplane.clients, in config order. */
-  staticDialers(): readonly PeerDialer[] {
-    return this.dialers;
-  }
-
   /** Names local apps subscribe to. */
   localSubscriptions(): string[] {
     return [...this.localInterest.values()].map((e) => formatName(e.name));

@@ -6,6 +6,12 @@ import { clientConstructor, loadServiceDefinition } from './grpc-loader.js';
 
 export const CONTROLLER_SERVICE = 'slim.controller.v1.ControllerService';
 
+/**
+ * Largest control message either way: a registration lists everything a node holds, which in a
+ * large network passes grpc-js's 4 MiB default. Both ends set it.
+ */
+export const MAX_CONTROL_MESSAGE = 64 * 1024 * 1024;
+
 export function controllerServiceDefinition(): grpc.ServiceDefinition {
   return loadServiceDefinition('controller.proto', CONTROLLER_SERVICE);
 }

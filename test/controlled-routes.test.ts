@@ -172,6 +172,34 @@ describe('interest between groups under a controller', () => {
   });
 });
 
+describe('deleting a controlled connection', () => {
+  it("keeps the link: the peer's own connection may be riding on it", async () => {
+    const x = await startNode('x', A, [], undefined, true);
+    const w = await startNode('w', A, [], undefined, true);
+    // Each needs the other (alice on x, bob on w): one link serves both connections.
+    expect((await w.node.controlled.createConnection({ id: 'node/x', endpoint: x.endpoint, tls: false, node_id: 'x' })).success).toBe(true);
+    expect((await x.node.controlled.createConnection({ id: 'node/w', endpoint: w.endpoint, tls: false, node_id: 'w' })).success).toBe(true);
+    const alice = await app(x, 'org/ns/alice');
+    const bob = await app(w, 'org/ns/bob');
+    const sender = await app(x, 'org/ns/sender');
+    expect(w.node.controlled.setRoute(formatName(alice.app.name), 'node/x').success).toBe(true);
+    expect(x.node.controlled.setRoute(formatName(bob.app.name), 'node/w').success).toBe(true);
+    sender.app.publish(bob.app.name, 'before');
+    await eventually(() => bob.got.length === 1, 3000, 'first message');
+    // alice leaves: the controller deletes w's route to x and then, its last route, node/x.
+    expect(w.node.controlled.deleteRoute(formatName(alice.app.name), 'node/x').success).toBe(true);
+    expect(w.node.controlled.deleteConnection('node/x').success).toBe(true);
+    for (let i = 0; i < 20; i++) {
+      sender.app.publish(bob.app.name, `m${i}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    sender.app.publish(bob.app.name, 'end');
+    await eventually(() => texts(bob.got).includes('end'), 3000, 'last message');
+    expect(bob.got).toHaveLength(22);
+    expect(x.node.stats.dropped.get('no_route') ?? 0).toBe(0);
+  });
+});
+
 describe('controlled routes', () => {
   it('follow the links of their group: re-resolved when a link goes down, one count each', async () => {
     const y = await startNode('y', A);
@@ -229,10 +257,11 @@ describe('controlled routes', () => {
     expect(w.node.controlled.setRoute(formatName(alice.app.name), 'node/x').success).toBe(true);
     expect(w.node.controlled.deleteRoute(formatName(alice.app.name), 'node/x').success).toBe(true);
     expect(w.node.table.hasSubscription(alice.app.name, xLink)).toBe(true);
-    // Deleting the connection closes the link it dialled (nothing else uses it).
+    // Deleting the connection keeps the link (the peer may use it), and what the peer told.
     expect(w.node.controlled.deleteConnection('node/x').success).toBe(true);
-    await eventually(() => w.node.nodeLink('x') === undefined, 5000, 'link closed');
-    expect(w.node.table.size).toBe(0);
+    expect(w.node.nodeLink('x')).toBe(xLink);
+    expect(w.node.table.hasSubscription(alice.app.name, xLink)).toBe(true);
+    expect(w.node.routesJson()).toEqual([]);
   });
 
   it('acknowledges commands with clear reasons', async () => {

@@ -47,7 +47,7 @@ describe('controller config', () => {
     expect(cfg.trustedDomains).toEqual(['cluster-a.example', 'cluster-b.example']);
     // The admin API defaults to loopback with the southbound's TLS (kubectl port-forward).
     expect(cfg.northbound).toMatchObject({ host: '127.0.0.1', port: 50051, tls: cfg.southbound.tls });
-    expect(cfg).toMatchObject({ heartbeatIntervalMs: 5000, nodeGracePeriodMs: 15000, commandTimeoutMs: 10000, startupGraceMs: 15000 });
+    expect(cfg).toMatchObject({ heartbeatIntervalMs: 5000, nodeGracePeriodMs: 15000, commandTimeoutMs: 15000, startupGraceMs: 15000 });
   });
 
   it('reads reconciler timings and admin identities', () => {

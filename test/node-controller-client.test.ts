@@ -5,6 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { startInProcessNode, useCleanups } from './support/in-process-node.js';
 import { Writable } from 'node:stream';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { SlimApp, type ReceivedMessage } from '../client/slim-app.js';
@@ -25,6 +26,9 @@ import {
 } from '../proto/controller.js';
 import { ErrorCode, Kind } from '../proto/dataplane.js';
 import { eventually } from './support/local-nodes.js';
+import { scriptedPlane } from './support/scripted-node.js';
+import { addControllerService } from '../controller/southbound.js';
+import { ControlPlane as NodeControlPlane, type ControlHost } from '../node/controller-client.js';
 import { startSpiffeEnv } from './support/spiffe-env.js';
 
 const A = 'cluster-a.example';
@@ -292,6 +296,47 @@ describe('registration', () => {
   });
 });
 
+describe('a fresh control channel', () => {
+  it('sends nothing before its registration, even a name that appeared in the same turn', async () => {
+    // The real southbound, on a scripted control plane: it refuses a channel whose first
+    // message is not a registration.
+    const cp = scriptedPlane();
+    const server = new grpc.Server();
+    addControllerService(server, cp, undefined, 60_000, pino({ level: 'silent' }));
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    cleanups.push(() => {
+      cp.stop();
+      server.forceShutdown();
+    });
+    const lines: string[] = [];
+    const subs = new Set<string>();
+    const host = {
+      controlled: { onStatesChanged: undefined, states: () => [] },
+      stats: { countIn: () => undefined, controllerCommands: new Map() },
+      registration: () => ({
+        node_id: 'a0',
+        group: 'A',
+        endpoints: [{ local_endpoint: '127.0.0.1:9', external_endpoint: '', tls: false }],
+        subscriptions: [...subs],
+        connections: [],
+        routes: [],
+        static_connections: [],
+        connection_states: [],
+      }),
+    } as unknown as ControlHost;
+    const settings = { url: `http://127.0.0.1:${port}`, host: '127.0.0.1', port, tls: { insecure: true, skipVerify: false }, connectTimeoutMs: 3000, keepaliveIntervalMs: 10_000, keepaliveTimeoutMs: 5000 };
+    const ctl = new NodeControlPlane(host, [{ settings, tls: undefined }], pino({ level: 'debug' }, { write: (l: string) => void lines.push(l) }));
+    cleanups.push(() => ctl.stop());
+    // An app subscribes in the same turn the client connects.
+    subs.add('org/ns/alice/1');
+    ctl.interestChanged('org/ns/alice/1', true);
+    ctl.start();
+    await eventually(() => cp.records.get('a0')?.status === 'up', 3000, 'registered');
+    expect(cp.planner.isSubscribed('a0', 'org/ns/alice/1')).toBe(true);
+    expect(lines.some((l) => l.includes('must be register') || l.includes('controller unreachable'))).toBe(false);
+  });
+});
+
 describe('commands', () => {
   it('are applied and acknowledged in order, with reasons; an unreachable endpoint fails its ack and the node keeps serving', async () => {
     const ctl = await new TestController().start();
@@ -308,7 +353,9 @@ describe('commands', () => {
       s.command({ delete_route: { name: 'org/ns/nobody', connection_id: 'node/x' } }),
       s.command({ delete_connection: 'node/nowhere' }),
     ]);
-    expect(s.acks.map((a) => a.id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    // Every command acknowledged; a create_connection's ack waits for its dial, so the ones
+    // behind it are not held up and may be acknowledged first.
+    expect(s.acks.map((a) => a.id).sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     expect(results[0]!.success).toBe(false);
     expect(results[0]!.error).toMatch(new RegExp(`^connection node/x: cannot reach ${dead.replaceAll('.', '\\.')}: .*ECONNREFUSED`));
     expect(results[1]).toMatchObject(ok);
@@ -358,6 +405,29 @@ async function twoGroups(ctl: TestController) {
   expect(await sz.command({ set_route: { name: alice.name, connection_id: `group/${A}` } })).toMatchObject(ok);
   return { x, w, z, sx, sw, sz, alice, bob };
 }
+
+describe('a slow create_connection', () => {
+  it('does not hold up the commands behind it', async () => {
+    const ctl = await new TestController().start();
+    await startNode('n2', A, [{ endpoint: ctl.url }]);
+    const s = await ctl.session('n2');
+    // Accepts TCP and never answers: the dial neither succeeds nor fails before its timeout.
+    const sockets = new Set<Socket>();
+    const hole = createServer((sock) => void sockets.add(sock));
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      for (const sock of sockets) sock.destroy();
+      hole.close();
+    });
+    let slowAcked = false;
+    void s.command({ create_connection: { id: 'node/slow', endpoint: `127.0.0.1:${(hole.address() as AddressInfo).port}`, tls: false, node_id: 'slow' } }).then(() => {
+      slowAcked = true;
+    });
+    // Applied behind it (the connection exists), acknowledged without waiting for its link.
+    expect(await s.command({ set_route: { name: 'org/ns/alice', connection_id: 'node/slow' } })).toMatchObject(ok);
+    expect(slowAcked).toBe(false);
+  });
+});
 
 describe('controlled routes across groups', () => {
   it('carry app traffic through the group route (Z → W → X), and replies over the reverse group route', async () => {
