@@ -82,5 +82,12 @@ describe('controller config', () => {
       'controller config: config.southbound.tls: set useSpiffe: true (SPIRE), certFile/keyFile/caFile, or insecure: true (development only)',
     ]);
     expect(problems('config:\n  southbnd: {}\n')[0]).toContain('southbnd');
+    // A listener that cannot ask for client certificates would authenticate no node.
+    expect(problems('config:\n  southbound:\n    tls: { certFile: /c.pem, keyFile: /k.pem }\n')[0]).toContain(
+      'config.southbound.tls.caFile: is required with certFile/keyFile',
+    );
+    expect(problems('config:\n  southbound:\n    tls: { insecure: true }\n  reconciler: { heartbeatInterval: 0 }\n')[0]).toContain(
+      'config.reconciler.heartbeatInterval: must be at least 10ms',
+    );
   });
 });
