@@ -14,26 +14,27 @@ function fleet(): { a0: ScriptedNode; a1: ScriptedNode; b0: ScriptedNode } {
   };
 }
 
+/** Three registered nodes with N subscribed on a0 and its routes installed. */
+async function subscribed(): Promise<{ p: ReturnType<typeof plane>; a0: ScriptedNode; a1: ScriptedNode; b0: ScriptedNode }> {
+  const p = plane();
+  const f = fleet();
+  for (const n of [f.a0, f.a1, f.b0]) register(p, n);
+  f.a0.sub(N);
+  await tick(50);
+  return { p, ...f };
+}
+
 describe('control plane reconciliation', () => {
   it('installs step 1 in the group and step 2 in the other groups', async () => {
-    const p = plane();
-    const { a0, a1, b0 } = fleet();
-    for (const n of [a0, a1, b0]) register(p, n);
-    a0.sub(N);
-    await tick(50);
+    const { p, a1, b0 } = await subscribed();
     expect([...a1.routes]).toEqual([`${N} -> node/a0`]);
     expect([...b0.routes]).toEqual([`${N} -> group/A`]);
     p.stop();
   });
 
   it('a node that comes back while its removal is under way keeps its subscription', async () => {
-    const p = plane();
-    const f = fleet();
-    let a0 = f.a0;
-    const { a1, b0 } = f;
-    for (const n of [a0, a1, b0]) register(p, n);
-    a0.sub(N);
-    await tick(50);
+    const { p, a1, b0, ...rest } = await subscribed();
+    let a0 = rest.a0;
     b0.hold = true; // slow to acknowledge the step-2 removal
     a0.drop();
     await tick(150); // grace (100 ms) over: removal started, waiting on b0
@@ -49,13 +50,8 @@ describe('control plane reconciliation', () => {
   });
 
   it('an unsubscribe in flight does not win over a registration that still holds the name', async () => {
-    const p = plane();
-    const f = fleet();
-    let a0 = f.a0;
-    const { a1, b0 } = f;
-    for (const n of [a0, a1, b0]) register(p, n);
-    a0.sub(N);
-    await tick(50);
+    const { p, a1, b0, ...rest } = await subscribed();
+    let a0 = rest.a0;
     b0.hold = true;
     a0.unsub(N);
     await tick(10);
@@ -72,13 +68,8 @@ describe('control plane reconciliation', () => {
   });
 
   it('a subscribe queued behind an unsubscribe does not outlive a registration without the name', async () => {
-    const p = plane();
-    const f = fleet();
-    let a0 = f.a0;
-    const { a1, b0 } = f;
-    for (const n of [a0, a1, b0]) register(p, n);
-    a0.sub(N);
-    await tick(50);
+    const { p, a1, b0, ...rest } = await subscribed();
+    let a0 = rest.a0;
     a1.hold = true;
     a0.unsub(N);
     await tick(10);
