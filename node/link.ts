@@ -21,9 +21,11 @@ export class Link {
     readonly linkId: string,
     /** For apps, the name announced at negotiation (informational: routing uses subscriptions). */
     readonly appName = '',
+    /** The node's routes come from a controller, which routes other groups in two steps. */
+    twoStep = false,
   ) {
     this.identityBytes = Buffer.from(identity, 'utf8');
-    this.maxTargetClass = maxTargetClassFrom(kind);
+    this.maxTargetClass = maxTargetClassFrom(kind, twoStep);
     this.label =
       kind === LinkKind.App ? `app ${appName || '?'} (${channel.remoteAddress})` : `node ${peerNodeId} (${peerGroup}, ${channel.remoteAddress})`;
   }
@@ -48,14 +50,16 @@ export class Link {
 
   /**
    * The highest routing class a publish received on this link may be forwarded to (split
-   * horizon, DESIGN §4's two-step routing): from a local app, anywhere (2); from a node of
-   * another group, to local apps or nodes of this group (1: the second step); from a node of
-   * this group, to local apps only (0). A message therefore crosses at most app → other group
+   * horizon): from a local app, anywhere (2); from a node of this group, to local apps only
+   * (0). From a node of another group: under a controller, to local apps or nodes of this group
+   * (1: DESIGN §4's second step, towards the subscriber's node); with static links only, to local
+   * apps (0) — those are a full mesh, so the sender reached every subscriber's node directly and
+   * a second step would deliver a multicast twice. A message crosses at most app → other group
    * → same group → app, and never loops.
    */
   readonly maxTargetClass: number;
 }
 
-function maxTargetClassFrom(kind: LinkKind): number {
-  return kind === LinkKind.App ? 2 : kind === LinkKind.RemoteGroup ? 1 : 0;
+function maxTargetClassFrom(kind: LinkKind, twoStep: boolean): number {
+  return kind === LinkKind.App ? 2 : kind === LinkKind.RemoteGroup && twoStep ? 1 : 0;
 }

@@ -451,7 +451,7 @@ export class SlimNode {
         this.linkDown(existing, { code: Status.ABORTED, details: 'replaced by a duplicate link' });
       }
     }
-    return new Link(channel, kind, peer.nodeId, peer.group, identity, dialled, peer.linkId);
+    return new Link(channel, kind, peer.nodeId, peer.group, identity, dialled, peer.linkId, '', this.controlManaged);
   }
 
   /**

@@ -29,8 +29,11 @@ interface TestNode {
   url: string;
 }
 
-/** `controlled`: the node has a controller configured (one that never answers, here). */
-async function startNode(nodeId: string, group: string, dial: TestNode[] = [], opsPort?: number, controlled = false): Promise<TestNode> {
+/**
+ * `controlled` (default): the node has a controller configured (one that never answers, here),
+ * as every node whose routes are controlled has; false: static links only.
+ */
+async function startNode(nodeId: string, group: string, dial: TestNode[] = [], opsPort?: number, controlled = true): Promise<TestNode> {
   const n = await startInProcessNode(
     { nodeId, group, dial: dial.map((d) => d.url), opsPort, ...(controlled ? { controllers: [{ endpoint: 'http://127.0.0.1:1' }] } : {}) },
     cleanups,
@@ -145,6 +148,31 @@ describe('split horizon with two-step routing', () => {
       zSent: 7,
       xReceived: 0,
     });
+  });
+});
+
+describe('static links between groups (no controller)', () => {
+  it('deliver a multicast once: a node of another group passes nothing on to its group mates', async () => {
+    // A full static mesh: z (group B) links to x and w (group A), which link to each other.
+    const x = await startNode('x', A, [], undefined, false);
+    const w = await startNode('w', A, [x], undefined, false);
+    const z = await startNode('z', B, [x, w], undefined, false);
+    await linked(w, x);
+    await linked(z, x);
+    await linked(z, w);
+    const alice1 = await app(x, 'org/ns/alice');
+    const alice2 = await app(w, 'org/ns/alice');
+    await knows(z, alice1.app.name, x);
+    await knows(z, alice2.app.name, w);
+    await knows(w, alice1.app.name, x);
+    const bob = await app(z, 'org/ns/bob');
+    for (let i = 0; i < 5; i++) bob.app.publish('org/ns/alice', `m${i}`, { fanout: 10 });
+    bob.app.publish(alice1.app.name, 'end');
+    bob.app.publish(alice2.app.name, 'end');
+    await eventually(() => texts(alice1.got).includes('end') && texts(alice2.got).includes('end'), 5000, 'sentinels');
+    await new Promise((r) => setTimeout(r, 100));
+    const expected = ['m0', 'm1', 'm2', 'm3', 'm4', 'end'];
+    expect({ alice1: texts(alice1.got), alice2: texts(alice2.got) }).toEqual({ alice1: expected, alice2: expected });
   });
 });
 

@@ -50,7 +50,9 @@ function controllerConfig(): Record<string, unknown> {
     config: {
       southbound: { httpHost: '127.0.0.1', httpPort: south, tls: { useSpiffe: true }, spire: { socketPath: socket } },
       northbound: { httpHost: '127.0.0.1', httpPort: north },
-      reconciler: { heartbeatInterval: '500ms', nodeGracePeriod: '1500ms', commandTimeout: '5s', startupGrace: '2s' },
+      // The startup grace must outlast the nodes' reconnect backoff (up to 5 s) on a loaded
+      // machine, or the first node back loses routes toward the last (deleted, then re-added).
+      reconciler: { heartbeatInterval: '500ms', nodeGracePeriod: '1500ms', commandTimeout: '5s', startupGrace: '6s' },
       logging: { level: 'debug' },
       observability: { endpoint: `127.0.0.1:${ctlOps}` },
     },
@@ -322,6 +324,7 @@ describe('controller: registration, routes on subscription, reconciliation', () 
     await new Promise((r) => setTimeout(r, 300));
 
     await startController();
+    const restartedAt = Date.now();
     admin.close();
     admin = await AdminClient.connect({ server: `127.0.0.1:${north}`, tls: spiffeClientTls(env.socket['admin']!) });
     for (const id of ['a0', 'a1', 'b0', 'b1']) await controller.waitForLine((l) => l.includes(`Registering node with ID ${id}`), 15_000);
@@ -332,7 +335,7 @@ describe('controller: registration, routes on subscription, reconciliation', () 
       return daveRoutes.every((d) => r.includes(d));
     }, 15_000, 'dave routes installed by the restarted controller');
     // Wait past the startup grace (deletions allowed) and for everything to settle.
-    await new Promise((r) => setTimeout(r, 2500));
+    await new Promise((r) => setTimeout(r, Math.max(0, restartedAt + 6500 - Date.now())));
     await eventually(async () => (await admin.nodes()).every((n) => n.pending_commands === 0), 10_000, 'quiet again');
 
     const after = await admin.routes();
