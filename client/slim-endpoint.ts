@@ -3,7 +3,7 @@
 // ({"endpoint": "https://slim:46357", "tls": {...}}) with the same tls block as node configs.
 
 import { z } from 'zod';
-import { ConfigError, describeIssues, splitHostPort } from '../common/config-file.js';
+import { ConfigError, describeIssues, joinHostPort, splitHostPort } from '../common/config-file.js';
 import { normalizeTls, tlsSchema, type TlsSettings } from '../common/tls-config.js';
 
 export interface SlimEndpoint {
@@ -41,6 +41,5 @@ export function parseSlimEndpoint(arg: string | { endpoint: string; tls?: unknow
   if (!hp) throw new ConfigError(`--slim: "${endpoint}" is not an endpoint (e.g. http://127.0.0.1:46357)`);
   const scheme = m ? m[1] : tls.insecure ? 'http' : 'https';
   if (scheme === 'https' && tls.insecure) throw new ConfigError(`--slim: https endpoint with tls.insecure: true; use http:// for plaintext`);
-  const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host;
-  return { url: `${scheme}://${host}:${hp.port}`, host: hp.host, port: hp.port, tls };
+  return { url: `${scheme}://${joinHostPort(hp.host, hp.port)}`, host: hp.host, port: hp.port, tls };
 }

@@ -169,6 +169,11 @@ export interface HostPort {
   port: number;
 }
 
+/** "host:port", with an IPv6 host in brackets: the inverse of splitHostPort. */
+export function joinHostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** Splits "host:port" / "[v6]:port"; undefined when malformed. */
 export function splitHostPort(s: string): HostPort | undefined {
   const m = /^(\[[^\]]+\]|[^:/\s]+):(\d{1,5})$/.exec(s);

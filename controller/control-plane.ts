@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { parseName } from '../proto/dataplane.js';
 import {
   connectionTarget,
+  routeKey,
   type ConnectionSpecMsg,
   type ConnectionStateMsg,
   type EndpointMsg,
@@ -17,7 +18,7 @@ import {
 import type { AdminEvent, Rejection } from '../proto/admin.js';
 import { parseSpiffeId, type SpiffeId } from '../identity/spiffe-id.js';
 import { compilePathPatterns, matchesAny, type PathPattern } from '../identity/spiffe-path-pattern.js';
-import { RoutePlanner, routeKey } from './route-planner.js';
+import { RoutePlanner } from './route-planner.js';
 import { NodeSession, type CommandAction, type CommandResult, type ControlStream } from './node-session.js';
 import type { ControllerMetrics } from './metrics.js';
 
@@ -100,8 +101,6 @@ export class ControlPlane extends EventEmitter {
   readonly rejections = new Map<string, Rejection>();
   /** Set by the program; the bench and unit tests run without. */
   metrics: ControllerMetrics | undefined;
-  /** Commands sent since start (tests and the bench compare it with the expected difference). */
-  commandsSent = 0;
 
   constructor(
     private readonly opts: ControlPlaneOptions,
@@ -507,7 +506,6 @@ export class ControlPlane extends EventEmitter {
     cmd: Parameters<NodeSession['send']>[0],
     done: (r: CommandResult) => void,
   ): Promise<void> {
-    this.commandsSent++;
     return session.send(cmd).then((r) => {
       if (!r.ok) {
         record.lastError = r.error;

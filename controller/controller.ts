@@ -4,6 +4,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { OpsServer } from '../common/ops-server.js';
+import { joinHostPort } from '../common/config-file.js';
 import { authorizeMemberOf, authorizeOneOf, type Authorizer } from '../identity/authorizer.js';
 import { ConnectionTls } from '../identity/connection-tls.js';
 import { serveGrpc, type GrpcListener } from '../identity/grpc-tls.js';
@@ -40,7 +41,7 @@ export class SlimController {
         return listener.port;
       }
       return await new Promise<number>((resolve, reject) => {
-        server.bindAsync(`${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+        server.bindAsync(joinHostPort(l.host, l.port), grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
       });
     } catch (err) {
       throw new Error(`cannot listen on ${l.host}:${l.port} (${l.key}.httpHost/httpPort): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);

@@ -11,7 +11,7 @@
 // Everything is reference-counted: a route goes when its last reason goes, a connection when
 // its last route goes. Each call returns the nodes whose wanted state changed.
 
-import { groupConnectionId, nodeConnectionId, type ConnectionSpecMsg } from '../proto/controller.js';
+import { groupConnectionId, nodeConnectionId, routeKey, type ConnectionSpecMsg } from '../proto/controller.js';
 
 export interface PlannerNode {
   id: string;
@@ -35,10 +35,6 @@ export class Wanted {
   readonly connections = new Map<string, number>();
   /** routeKey(name, connection) → route. */
   readonly routes = new Map<string, WantedRoute>();
-}
-
-export function routeKey(name: string, connectionId: string): string {
-  return `${name}\u0000${connectionId}`;
 }
 
 export class RoutePlanner {
@@ -74,18 +70,6 @@ export class RoutePlanner {
 
   get totalRoutes(): number {
     return this.routeCount;
-  }
-
-  node(id: string): PlannerNode | undefined {
-    return this.nodes.get(id);
-  }
-
-  nodeIds(): IterableIterator<string> {
-    return this.nodes.keys();
-  }
-
-  groupNames(): string[] {
-    return [...this.groups.keys()].sort();
   }
 
   membersOf(group: string): ReadonlySet<string> {

@@ -3,7 +3,7 @@
 // controller.clients[], tls with file or SPIRE sources).
 
 import { z } from 'zod';
-import { byteSize, duration, hostPort, loadConfigFile, optionalHostPort, parseConfigText, splitHostPort, type HostPort } from '../common/config-file.js';
+import { byteSize, duration, hostPort, joinHostPort, loadConfigFile, optionalHostPort, parseConfigText, splitHostPort, type HostPort } from '../common/config-file.js';
 import { isIP } from 'node:net';
 import { normalizeTls, tlsSchema, type TlsSettings } from '../common/tls-config.js';
 import { pathPatternField } from '../identity/spiffe-path-pattern.js';
@@ -160,9 +160,8 @@ function toClient(c: z.output<typeof clientSchema>): ClientSettings {
   const tls = normalizeTls(c.tls);
   const scheme = c.endpoint.scheme ?? (tls.insecure ? 'http' : 'https');
   if (scheme === 'http') tls.insecure = true;
-  const host = c.endpoint.host.includes(':') ? `[${c.endpoint.host}]` : c.endpoint.host;
   return {
-    url: `${scheme}://${host}:${c.endpoint.port}`,
+    url: `${scheme}://${joinHostPort(c.endpoint.host, c.endpoint.port)}`,
     host: c.endpoint.host,
     port: c.endpoint.port,
     tls,

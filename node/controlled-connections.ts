@@ -14,9 +14,9 @@
 // exactly one count; when a link goes down the table has already dropped everything for it.
 
 import type { Logger } from 'pino';
-import { splitHostPort } from '../common/config-file.js';
+import { joinHostPort, splitHostPort } from '../common/config-file.js';
 import type { ConnectionTls } from '../identity/connection-tls.js';
-import type { ConnectionSpecMsg, ConnectionStateMsg, ConnectionStateName, RouteMsg } from '../proto/controller.js';
+import { connectionTarget, routeKey, type ConnectionSpecMsg, type ConnectionStateMsg, type ConnectionStateName, type RouteMsg } from '../proto/controller.js';
 import { LinkKind, formatName, parseName, type Name } from '../proto/dataplane.js';
 import type { SessionPool } from '../transport/session-pool.js';
 import type { Link } from './link.js';
@@ -92,7 +92,7 @@ function targetOf(spec: ConnectionSpecMsg): ConnectionTarget | undefined {
 }
 
 function targetText(t: ConnectionTarget): string {
-  return t.kind === 'node' ? `node ${t.nodeId}` : `group ${t.group}`;
+  return connectionTarget(targetJson(t));
 }
 
 function targetJson(t: ConnectionTarget): { node_id: string } | { group: string } {
@@ -102,10 +102,6 @@ function targetJson(t: ConnectionTarget): { node_id: string } | { group: string 
 /** The spec as reported back (registration, admin): one target field, nothing undefined. */
 function normalizedSpec(id: string, endpoint: string, tls: boolean, t: ConnectionTarget): ConnectionSpecMsg {
   return t.kind === 'node' ? { id, endpoint, tls, node_id: t.nodeId } : { id, endpoint, tls, group: t.group };
-}
-
-export function routeKey(nameText: string, connectionId: string): string {
-  return `${nameText}\n${connectionId}`;
 }
 
 export class ControlledState {
@@ -154,9 +150,8 @@ export class ControlledState {
         );
       }
     }
-    const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host;
     const settings: DialSettings = {
-      url: `${tlsOn ? 'https' : 'http'}://${host}:${hp.port}`,
+      url: `${tlsOn ? 'https' : 'http'}://${joinHostPort(hp.host, hp.port)}`,
       host: hp.host,
       connectTimeoutMs: CONNECT_TIMEOUT_MS,
       keepaliveIntervalMs: KEEPALIVE_INTERVAL_MS,

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Backoff } from '../common/backoff.js';
+import { joinHostPort } from '../common/config-file.js';
 import type { ConnectionTls } from '../identity/connection-tls.js';
 import { grpcChannelCredentials } from '../identity/grpc-tls.js';
 import { MAX_CONTROL_MESSAGE, controllerClientConstructor, type CommandAckMsg, type CommandMsg, type ControllerMessage, type NodeMessage, type RegisterMsg } from '../proto/controller.js';
@@ -201,7 +202,7 @@ export class ControllerClient {
   ) {
     const s = endpoint.settings;
     this.url = s.url;
-    this.target = `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`;
+    this.target = joinHostPort(s.host, s.port);
   }
 
   get isRegistered(): boolean {

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { OpsServer } from '../common/ops-server.js';
+import { joinHostPort } from '../common/config-file.js';
 import { LinkKind, PROTOCOL_VERSION, decodeMessage, formatName, type Link as LinkMsg, type Name } from '../proto/dataplane.js';
 import type { Channel, ChannelHandler, ChannelLimits } from '../transport/channel.js';
 import { Status, type StatusInfo, statusName } from '../transport/grpc-status.js';
@@ -71,10 +72,6 @@ const LINK_KINDS = { [LinkKind.App]: 'app', [LinkKind.PeerInGroup]: 'peer_in_gro
 
 function linkKindName(kind: LinkKind): LinkJson['kind'] {
   return (LINK_KINDS as Record<number, LinkJson['kind']>)[kind] ?? 'remote_group';
-}
-
-function hostPortText(host: string, port: number): string {
-  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 export class SlimNode {
@@ -286,13 +283,13 @@ export class SlimNode {
     return this.cfg.servers.map((s, i) => {
       let local = s.localEndpoint;
       const bound = this.addresses[i];
-      if (!local && bound && bound.host !== '0.0.0.0' && bound.host !== '::') local = hostPortText(bound.host, bound.port);
+      if (!local && bound && bound.host !== '0.0.0.0' && bound.host !== '::') local = joinHostPort(bound.host, bound.port);
       return { local_endpoint: local ?? '', external_endpoint: s.externalEndpoint ?? '', tls: !s.tls.insecure };
     });
   }
 
   private staticConnections(): ConnectionSpecMsg[] {
-    return this.cfg.clients.map((c, i) => ({ id: `static/${i}`, endpoint: hostPortText(c.host, c.port), tls: c.url.startsWith('https:') }));
+    return this.cfg.clients.map((c, i) => ({ id: `static/${i}`, endpoint: joinHostPort(c.host, c.port), tls: c.url.startsWith('https:') }));
   }
 
   /** What a registration with the controller carries (the controller client adds the version). */

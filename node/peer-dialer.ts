@@ -89,8 +89,8 @@ export class PeerDialer {
   }
 
   /**
-   * Stops redialling. The link this dialer holds is closed unless `keepLink` (another
-   * connection still routes over it; it then lives until it drops).
+   * Stops redialling. The link this dialer holds is closed unless `keepLink` (a deleted
+   * controlled connection: the peer may route over the link too; it lives until it drops).
    */
   stop(reason = 'node shutting down', keepLink = false): void {
     this.stopped = true;

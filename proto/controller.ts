@@ -118,6 +118,11 @@ export function groupConnectionId(group: string): string {
   return `group/${group}`;
 }
 
+/** A route's identity: the same name over the same connection is one route. */
+export function routeKey(name: string, connectionId: string): string {
+  return `${name}\u0000${connectionId}`;
+}
+
 /** "node X" or "group G", for logs and the admin API. */
 export function connectionTarget(c: Pick<ConnectionSpecMsg, 'node_id' | 'group'>): string {
   return c.node_id ? `node ${c.node_id}` : `group ${c.group ?? ''}`;

@@ -1,6 +1,7 @@
 // The route planner alone: what each node should hold for the subscriptions in the network.
 import { describe, expect, it } from 'vitest';
-import { RoutePlanner, routeKey, type PlannerNode } from '../controller/route-planner.js';
+import { RoutePlanner, type PlannerNode } from '../controller/route-planner.js';
+import { routeKey } from '../proto/controller.js';
 
 function node(id: string, group: string, i: number): PlannerNode {
   return { id, group, localEndpoint: `10.0.${group === 'a' ? 1 : 2}.${i}:46357`, externalEndpoint: `slim.${group}.example:46357`, tls: true };
