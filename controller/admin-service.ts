@@ -41,7 +41,7 @@ export class AdminViews {
       status: r.status,
       last_heartbeat_ms: r.lastHeartbeatMs,
       registered_at_ms: r.registeredAtMs,
-      subscriptions: this.plane.planner.subscriptionsOf(r.id).size,
+      subscriptions: this.plane.planner.subscriptionsOf(r.key).size,
       connections: r.connections.size,
       routes: r.routes.size,
       pending_commands: r.session?.pendingCount ?? 0,
@@ -95,7 +95,7 @@ export class AdminViews {
   subscriptions(req: Partial<ListRequest> = {}): SubscriptionInfo[] {
     const out: SubscriptionInfo[] = [];
     for (const r of this.selected(req)) {
-      for (const name of [...this.plane.planner.subscriptionsOf(r.id)].sort()) out.push({ node_id: r.id, group: r.group, name });
+      for (const name of [...this.plane.planner.subscriptionsOf(r.key)].sort()) out.push({ node_id: r.id, group: r.group, name });
     }
     return out;
   }

@@ -5,7 +5,7 @@
 
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { parseName } from '../proto/dataplane.js';
+import { nodeKey, parseName } from '../proto/dataplane.js';
 import {
   connectionTarget,
   routeKey,
@@ -60,11 +60,16 @@ export class NodeRecord {
   /** The grace period ran out and the node is being removed (until it registers again). */
   expired = false;
 
+  /** nodeKey(group, id): node ids repeat across groups (every cluster has a slim-0). */
+  readonly key: string;
+
   constructor(
     readonly id: string,
     readonly group: string,
     readonly identity: string,
-  ) {}
+  ) {
+    this.key = nodeKey(group, id);
+  }
 
   get lastHeartbeatMs(): number {
     return this.session?.lastHeartbeatMs ?? 0;
@@ -159,7 +164,7 @@ export class ControlPlane extends EventEmitter {
     } else if (this.opts.requireIdentity) {
       return "the node's certificate carries no SPIFFE ID; registration needs one whose trust domain is the node's group";
     }
-    const existing = this.records.get(m.node_id);
+    const existing = this.records.get(nodeKey(m.group, m.node_id));
     if (existing && existing.identity !== identity) {
       return `node id ${m.node_id} is registered by ${existing.identity || 'an unauthenticated node'}, not ${identity || 'an unauthenticated node'}`;
     }
@@ -188,16 +193,11 @@ export class ControlPlane extends EventEmitter {
       return { ok: false, reason: problem };
     }
     this.metrics?.registrations.inc({ result: 'accepted' });
-    let record = this.records.get(m.node_id);
-    if (record && record.group !== m.group) {
-      // Same identity, new group: only possible without identities (plaintext); start over.
-      this.forget(record, 'registered again in another group');
-      record = undefined;
-    }
+    let record = this.records.get(nodeKey(m.group, m.node_id));
     const returning = Boolean(record);
     if (!record) {
       record = new NodeRecord(m.node_id, m.group, identity);
-      this.records.set(m.node_id, record);
+      this.records.set(record.key, record);
     }
     const old = record.session;
     record.session = undefined;
@@ -256,29 +256,34 @@ export class ControlPlane extends EventEmitter {
   afterRegistration(record: NodeRecord, subscriptions: string[]): void {
     const ep = record.endpoints[0];
     const { changed, respec, externalChanged } = this.planner.upsertNode({
-      id: record.id,
+      id: record.key,
+      nodeId: record.id,
       group: record.group,
       localEndpoint: ep?.local_endpoint ?? '',
       externalEndpoint: ep?.external_endpoint ?? '',
       tls: ep?.tls ?? false,
     });
-    const full = new Set([record.id]);
-    for (const connId of respec) for (const r of this.records.values()) if (this.planner.wantedFor(r.id)?.connections.has(connId)) full.add(r.id);
+    const full = new Set([record.key]);
+    for (const connId of respec) {
+      // "node/X" is held by X's group mates only; "group/G" by nodes of every other group.
+      const holders = connId.startsWith('node/') ? [...this.records.values()].filter((r) => r.group === record.group) : this.records.values();
+      for (const r of holders) if (this.planner.wantedFor(r.key)?.connections.has(connId)) full.add(r.key);
+    }
     for (const id of full) changed.delete(id);
     void this.syncAll(full, true);
     void this.syncAll(changed);
     // What the node holds now is what counts; every name it reported, had, or has work queued
     // for is brought there (work still running for an older state re-checks when its turn comes).
-    const before = new Set([...record.reported, ...this.planner.subscriptionsOf(record.id), ...this.queuedNames(record.id)]);
+    const before = new Set([...record.reported, ...this.planner.subscriptionsOf(record.key), ...this.queuedNames(record.key)]);
     record.reported.clear();
     for (const text of subscriptions) {
       const name = this.validName(record, text);
       if (name) record.reported.add(name);
     }
-    for (const name of new Set([...before, ...record.reported])) void this.reconcileName(record.id, name);
+    for (const name of new Set([...before, ...record.reported])) void this.reconcileName(record.key, name);
     // The group may just have got (or changed) its external endpoint: names of the group that
     // could not be exposed to other groups before may be now.
-    if (externalChanged) this.reconcileGroup(record.group, record.id);
+    if (externalChanged) this.reconcileGroup(record.group, record.key);
   }
 
   /** Re-checks every subscription of `group`'s nodes (after its external endpoint changed). */
@@ -289,8 +294,8 @@ export class ControlPlane extends EventEmitter {
     }
   }
 
-  private queuedNames(nodeId: string): string[] {
-    const prefix = `${nodeId}\u0000`;
+  private queuedNames(node: string): string[] {
+    const prefix = `${node}\u0000`;
     return [...this.chains.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
   }
 
@@ -311,14 +316,14 @@ export class ControlPlane extends EventEmitter {
         const name = this.validName(record, text);
         if (name) {
           record.reported.add(name);
-          void this.reconcileName(record.id, name);
+          void this.reconcileName(record.key, name);
         }
       }
       for (const text of m.subscriptions.removed) {
         const name = this.validName(record, text);
         if (name) {
           record.reported.delete(name);
-          void this.reconcileName(record.id, name);
+          void this.reconcileName(record.key, name);
         }
       }
     } else if (m.connection_status) {
@@ -358,39 +363,39 @@ export class ControlPlane extends EventEmitter {
 
   /** The grace period ran out: everything toward the node goes, in reverse order of install. */
   private async removeNode(record: NodeRecord): Promise<void> {
-    if (this.records.get(record.id) !== record || record.status !== 'down') return;
+    if (this.records.get(record.key) !== record || record.status !== 'down') return;
     const generation = record.generation;
     record.expired = true;
     this.log.info({ node_id: record.id, group: record.group }, 'node did not come back: removing its routes from the other nodes');
-    const names = new Set([...this.planner.subscriptionsOf(record.id), ...this.queuedNames(record.id)]);
-    await Promise.all([...names].map((n) => this.reconcileName(record.id, n)));
+    const names = new Set([...this.planner.subscriptionsOf(record.key), ...this.queuedNames(record.key)]);
+    await Promise.all([...names].map((n) => this.reconcileName(record.key, n)));
     // Registered again meanwhile (and maybe gone again, with a grace period of its own).
-    if (this.records.get(record.id) !== record || record.generation !== generation) return;
+    if (this.records.get(record.key) !== record || record.generation !== generation) return;
     this.forget(record, 'grace period over');
   }
 
   private forget(record: NodeRecord, why: string): void {
     clearTimeout(record.graceTimer);
-    this.planner.removeNode(record.id);
-    this.records.delete(record.id);
+    this.planner.removeNode(record.key);
+    this.records.delete(record.key);
     this.reconcileGroup(record.group);
     record.session?.close(why);
     this.event('node_removed', record.id, record.group, why);
     // Its endpoint may have been its group's external endpoint: connections to the group may
     // need the new one.
     void this.syncAll(
-      [...this.records.keys()].filter((id) => id !== record.id),
+      [...this.records.keys()].filter((id) => id !== record.key),
       true,
     );
   }
 
   // -- subscriptions --------------------------------------------------------------------------
 
-  private chain(nodeId: string, name: string, work: () => Promise<void>): Promise<void> {
-    const key = `${nodeId}\u0000${name}`;
+  private chain(node: string, name: string, work: () => Promise<void>): Promise<void> {
+    const key = `${node}\u0000${name}`;
     const prev = this.chains.get(key) ?? Promise.resolve();
     const next = prev.then(work).catch((err: unknown) => {
-      this.log.error({ node_id: nodeId, name, err: (err as Error).message }, 'route planning failed');
+      this.log.error({ node, name, err: (err as Error).message }, 'route planning failed');
     });
     this.chains.set(key, next);
     void next.then(() => {
@@ -406,31 +411,31 @@ export class ControlPlane extends EventEmitter {
    * that lead nowhere or lose ones that are needed. Subscribing is step 1, acknowledged, then
    * step 2; unsubscribing undoes step 2 first.
    */
-  reconcileName(nodeId: string, name: string): Promise<void> {
+  reconcileName(node: string, name: string): Promise<void> {
     const seen = performance.now();
-    return this.chain(nodeId, name, async () => {
-      const record = this.records.get(nodeId);
+    return this.chain(node, name, async () => {
+      const record = this.records.get(node);
       const wanted = record !== undefined && !record.expired && record.reported.has(name);
       if (wanted) {
-        if (!this.planner.isSubscribed(nodeId, name)) await this.syncAll(this.planner.subscribe(nodeId, name));
-        if (this.planner.isExposed(nodeId, name)) {
+        if (!this.planner.isSubscribed(node, name)) await this.syncAll(this.planner.subscribe(node, name));
+        if (this.planner.isExposed(node, name)) {
           // Its group lost its external endpoint (the last node advertising one left).
-          if (!this.planner.externalEndpointOf(record.group)) await this.syncAll(this.planner.unexposeRemote(nodeId, name));
+          if (!this.planner.externalEndpointOf(record.group)) await this.syncAll(this.planner.unexposeRemote(node, name));
           return;
         }
         if (!this.wantedStill(record, name)) return;
-        const exposed = this.planner.exposeRemote(nodeId, name);
+        const exposed = this.planner.exposeRemote(node, name);
         await this.syncAll(exposed);
-        if (this.planner.isExposed(nodeId, name)) this.metrics?.convergence.observe((performance.now() - seen) / 1000);
+        if (this.planner.isExposed(node, name)) this.metrics?.convergence.observe((performance.now() - seen) / 1000);
         return;
       }
-      await this.syncAll(this.planner.unexposeRemote(nodeId, name));
-      await this.syncAll(this.planner.unsubscribe(nodeId, name));
+      await this.syncAll(this.planner.unexposeRemote(node, name));
+      await this.syncAll(this.planner.unsubscribe(node, name));
     });
   }
 
   private wantedStill(record: NodeRecord, name: string): boolean {
-    return this.records.get(record.id) === record && !record.expired && record.reported.has(name);
+    return this.records.get(record.key) === record && !record.expired && record.reported.has(name);
   }
 
   // -- reconciliation by diff -----------------------------------------------------------------
@@ -448,11 +453,11 @@ export class ControlPlane extends EventEmitter {
    * startup grace, endpoint changes); otherwise only what the planner marked as changed.
    * Resolves when the node acknowledged them all.
    */
-  sync(nodeId: string, full = false): Promise<void> {
-    const dirty = this.planner.takeDirty(nodeId);
-    const record = this.records.get(nodeId);
+  sync(node: string, full = false): Promise<void> {
+    const dirty = this.planner.takeDirty(node);
+    const record = this.records.get(node);
     const session = record?.session;
-    const wanted = this.planner.wantedFor(nodeId);
+    const wanted = this.planner.wantedFor(node);
     // A node without a channel gets a full diff when it registers again.
     if (!record || !session || session.isClosed || !wanted) return Promise.resolve();
     if (!full && !dirty) return Promise.resolve();
@@ -461,7 +466,7 @@ export class ControlPlane extends EventEmitter {
     const acks: Promise<unknown>[] = [];
     for (const connId of connIds) {
       if (!wanted.connections.has(connId)) continue;
-      const spec = this.planner.connectionSpec(connId);
+      const spec = this.planner.connectionSpec(connId, record.group);
       if (!spec) continue;
       const have = record.connections.get(connId);
       if (have && sameSpec(have.spec, spec)) continue;

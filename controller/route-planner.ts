@@ -14,7 +14,10 @@
 import { groupConnectionId, nodeConnectionId, routeKey, type ConnectionSpecMsg } from '../proto/controller.js';
 
 export interface PlannerNode {
+  /** The planner's key for the node: nodeKey(group, node id), unique across groups. */
   id: string;
+  /** The node's own id (unique within its group), which its group mates' links report. */
+  nodeId: string;
   group: string;
   /** host:port nodes of its group dial. */
   localEndpoint: string;
@@ -39,6 +42,8 @@ export class Wanted {
 
 export class RoutePlanner {
   private readonly nodes = new Map<string, PlannerNode>();
+  /** `group\0nodeId` → planner key: "node/X" connection ids name X by its id within the group. */
+  private readonly byGroupAndId = new Map<string, string>();
   private readonly groups = new Map<string, Set<string>>();
   /** Local subscriptions per node (step 1 applied). */
   private readonly subscribed = new Map<string, Set<string>>();
@@ -96,12 +101,21 @@ export class RoutePlanner {
     return this.external.get(group)?.endpoint ?? '';
   }
 
-  /** What a node is told to dial for a connection id, or undefined when it cannot be built. */
-  connectionSpec(connectionId: string): ConnectionSpecMsg | undefined {
+  /** The connection toward a node, for its group mates: "node/<its node id>". */
+  private connectionTo(key: string): string {
+    return nodeConnectionId(this.nodes.get(key)!.nodeId);
+  }
+
+  /**
+   * What a node of `holderGroup` is told to dial for a connection id, or undefined when it
+   * cannot be built ("node/X" is X of the holder's own group: node ids repeat across groups).
+   */
+  connectionSpec(connectionId: string, holderGroup: string): ConnectionSpecMsg | undefined {
     if (connectionId.startsWith('node/')) {
-      const n = this.nodes.get(connectionId.slice(5));
+      const key = this.byGroupAndId.get(`${holderGroup}\u0000${connectionId.slice(5)}`);
+      const n = key === undefined ? undefined : this.nodes.get(key);
       if (!n?.localEndpoint) return undefined;
-      return { id: connectionId, endpoint: n.localEndpoint, tls: n.tls, node_id: n.id };
+      return { id: connectionId, endpoint: n.localEndpoint, tls: n.tls, node_id: n.nodeId };
     }
     if (connectionId.startsWith('group/')) {
       const group = connectionId.slice(6);
@@ -127,18 +141,19 @@ export class RoutePlanner {
     const prev = this.nodes.get(n.id);
     this.nodes.set(n.id, { ...n });
     if (prev) {
-      if (prev.localEndpoint !== n.localEndpoint || prev.tls !== n.tls) respec.add(nodeConnectionId(n.id));
+      if (prev.localEndpoint !== n.localEndpoint || prev.tls !== n.tls) respec.add(this.connectionTo(n.id));
     } else {
       let members = this.groups.get(n.group);
       if (!members) this.groups.set(n.group, (members = new Set()));
       members.add(n.id);
+      this.byGroupAndId.set(`${n.group}\u0000${n.nodeId}`, n.id);
       this.wanted.set(n.id, new Wanted());
       this.subscribed.set(n.id, new Set());
       this.exposed.set(n.id, new Set());
       // Routes toward what already exists: step 1 from its group, step 2 from the others.
       for (const x of members) {
         if (x === n.id) continue;
-        for (const name of this.subscribed.get(x)!) this.addRoute(n.id, name, nodeConnectionId(x));
+        for (const name of this.subscribed.get(x)!) this.addRoute(n.id, name, this.connectionTo(x));
       }
       for (const [x, names] of this.exposed) {
         const g = this.nodes.get(x)!.group;
@@ -171,6 +186,7 @@ export class RoutePlanner {
     this.subscribed.delete(id);
     this.exposed.delete(id);
     this.nodes.delete(id);
+    this.byGroupAndId.delete(`${n.group}\u0000${n.nodeId}`);
     const members = this.groups.get(n.group)!;
     members.delete(id);
     if (members.size === 0) this.groups.delete(n.group);
@@ -196,7 +212,7 @@ export class RoutePlanner {
     const subs = this.subscribed.get(x);
     if (!n || !subs || subs.has(name)) return changed;
     subs.add(name);
-    const conn = nodeConnectionId(x);
+    const conn = this.connectionTo(x);
     for (const y of this.groups.get(n.group)!) {
       if (y === x) continue;
       this.addRoute(y, name, conn);
@@ -245,7 +261,7 @@ export class RoutePlanner {
     if (!n || !this.subscribed.get(x)?.has(name)) return changed;
     if (this.exposed.get(x)!.has(name)) for (const c of this.unexposeRemote(x, name)) changed.add(c);
     this.subscribed.get(x)!.delete(name);
-    const conn = nodeConnectionId(x);
+    const conn = this.connectionTo(x);
     for (const y of this.groups.get(n.group)!) {
       if (y === x) continue;
       this.removeRoute(y, name, conn);

@@ -260,7 +260,8 @@ export class ControlledState {
   }
 
   private targets(conn: Connection, link: Link): boolean {
-    return conn.target.kind === 'node' ? link.peerNodeId === conn.target.nodeId : link.peerGroup === conn.target.group;
+    // A node target is a node of this node's own group (node ids repeat across groups).
+    return conn.target.kind === 'node' ? link.peerNodeId === conn.target.nodeId && link.peerGroup === this.node.cfg.group : link.peerGroup === conn.target.group;
   }
 
   /** The one link a connection's routes use, or undefined while there is none. */

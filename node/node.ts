@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { OpsServer } from '../common/ops-server.js';
 import { joinHostPort } from '../common/config-file.js';
-import { LinkKind, PROTOCOL_VERSION, decodeMessage, formatName, type Link as LinkMsg, type Name } from '../proto/dataplane.js';
+import { LinkKind, PROTOCOL_VERSION, decodeMessage, formatName, nodeKey, type Link as LinkMsg, type Name } from '../proto/dataplane.js';
 import type { Channel, ChannelHandler, ChannelLimits } from '../transport/channel.js';
 import { Status, type StatusInfo, statusName } from '../transport/grpc-status.js';
 import { DataPlaneServer } from '../transport/server.js';
@@ -80,6 +80,7 @@ export class SlimNode {
   readonly links = new Set<Link>();
   readonly registry: Registry;
   readonly limits: ChannelLimits;
+  /** Node links by nodeKey(group, node id): node ids are unique within a group only (pod names). */
   private readonly nodeLinks = new Map<string, Link>();
   private readonly localInterest = new Map<string, { name: Name; links: number }>();
   private readonly forwarder: Forwarder;
@@ -264,9 +265,9 @@ export class SlimNode {
     return this.serverTls[0];
   }
 
-  /** The link with node `nodeId`, if any. */
-  nodeLink(nodeId: string): Link | undefined {
-    return this.nodeLinks.get(nodeId);
+  /** The link with node `nodeId` of `group` (default: this node's group), if any. */
+  nodeLink(nodeId: string, group = this.cfg.group): Link | undefined {
+    return this.nodeLinks.get(nodeKey(group, nodeId));
   }
 
   /** Every node link, oldest first. */
@@ -415,13 +416,15 @@ export class SlimNode {
       return { code: Status.INVALID_ARGUMENT, reason: `link kind ${peer.kind} is not app or node`, label: 'bad_kind' };
     }
     if (!peer.nodeId) return { code: Status.INVALID_ARGUMENT, reason: 'a node link needs a node id', label: 'no_node_id' };
-    if (peer.nodeId === this.cfg.nodeId) {
-      return { code: Status.FAILED_PRECONDITION, reason: `peer has this node's own node id "${peer.nodeId}" (a node dialling itself, or two nodes sharing an id)`, label: 'same_node_id' };
+    // Node ids are unique within a group: every cluster's StatefulSet has a slim-0.
+    if (peer.nodeId === this.cfg.nodeId && peer.group === this.cfg.group) {
+      return { code: Status.FAILED_PRECONDITION, reason: `peer has this node's own node id "${peer.nodeId}" in group ${peer.group} (a node dialling itself, or two nodes sharing an id)`, label: 'same_node_id' };
     }
     const proven = this.nodeIdentityProblem(identity, peer.group);
     if (proven) return { code: Status.PERMISSION_DENIED, reason: `node ${peer.nodeId}: ${proven}`, label: 'not_a_node_identity' };
     const kind = peer.group === this.cfg.group ? LinkKind.PeerInGroup : LinkKind.RemoteGroup;
-    const existing = this.nodeLinks.get(peer.nodeId);
+    const peerKey = nodeKey(peer.group, peer.nodeId);
+    const existing = this.nodeLinks.get(peerKey);
     if (existing && !existing.channel.isClosed) {
       // A second link with a node whose link we hold must be that node: once a link proved an
       // identity, only the same identity may replace it.
@@ -440,7 +443,7 @@ export class SlimNode {
       } else {
         // Both nodes dial each other: keep one link, the one dialled by the lower node id, so
         // every message crosses once. Both ends apply the same rule and agree.
-        const preferDialler = this.cfg.nodeId < peer.nodeId ? 'self' : 'peer';
+        const preferDialler = nodeKey(this.cfg.group, this.cfg.nodeId) < peerKey ? 'self' : 'peer';
         if ((dialled ? 'self' : 'peer') !== preferDialler) {
           return { code: Status.ABORTED, reason: `already linked with node ${peer.nodeId}`, label: 'duplicate_link' };
         }
@@ -494,7 +497,7 @@ export class SlimNode {
   linkUp(link: Link): void {
     this.links.add(link);
     if (!link.isApp) {
-      this.nodeLinks.set(link.peerNodeId, link);
+      this.nodeLinks.set(nodeKey(link.peerGroup, link.peerNodeId), link);
       // Replay local interest so the peer can route to our apps (also after a reconnect).
       if (this.sharesInterestWith(link)) {
         for (const { name } of this.localInterest.values()) link.channel.send({ kind: 'subscribe', subscribe: { name, subscriptionId: 0 } });
@@ -521,7 +524,8 @@ export class SlimNode {
 
   private linkDown(link: Link, status: StatusInfo): void {
     if (!this.links.delete(link)) return;
-    if (!link.isApp && this.nodeLinks.get(link.peerNodeId) === link) this.nodeLinks.delete(link.peerNodeId);
+    const key = nodeKey(link.peerGroup, link.peerNodeId);
+    if (!link.isApp && this.nodeLinks.get(key) === link) this.nodeLinks.delete(key);
     const names = this.table.removeLink(link);
     if (link.isApp) for (const n of names) this.interestChanged(link, n, false);
     const level = this.stopping || status.code === Status.OK || status.code === Status.CANCELLED ? 'info' : 'warn';

@@ -851,6 +851,14 @@ const EMPTY_BUF = Buffer.alloc(0);
 // ---------------------------------------------------------------------------------------------
 // Names as text: "org/ns/service" or "org/ns/service/instance".
 
+/**
+ * A node's identity across a deployment: node ids are unique within a group only (every
+ * cluster's StatefulSet has a slim-0), so links and the controller key nodes by both.
+ */
+export function nodeKey(group: string, nodeId: string): string {
+  return `${group}/${nodeId}`;
+}
+
 export function formatName(n: Name): string {
   const base = `${n.org}/${n.namespace}/${n.service}`;
   return n.instance ? `${base}/${n.instance}` : base;

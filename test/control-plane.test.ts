@@ -32,6 +32,24 @@ describe('control plane reconciliation', () => {
     p.stop();
   });
 
+  it('node ids repeat across groups (every cluster has a slim-0): both register, each gets its own routes', async () => {
+    const p = plane();
+    const a = [new ScriptedNode('slim-0', 'A', '10.0.0.1:1', 'lb-a:1'), new ScriptedNode('slim-1', 'A', '10.0.0.2:1', 'lb-a:1')];
+    const b = [new ScriptedNode('slim-0', 'B', '10.1.0.1:1', 'lb-b:1'), new ScriptedNode('slim-1', 'B', '10.1.0.2:1', 'lb-b:1')];
+    for (const n of [...a, ...b]) expect(register(p, n)).toBeDefined();
+    expect([...p.records.values()].map((r) => `${r.group}/${r.id}`).sort()).toEqual(['A/slim-0', 'A/slim-1', 'B/slim-0', 'B/slim-1']);
+    a[0]!.sub('org/ns/alice/1');
+    b[1]!.sub('org/ns/bob/1');
+    await tick(50);
+    // "node/slim-0" on a node of A is A's slim-0 (its local endpoint), never B's.
+    expect([...a[1]!.routes].sort()).toEqual(['org/ns/alice/1 -> node/slim-0', 'org/ns/bob/1 -> group/B']);
+    expect(a[1]!.conns.get('node/slim-0')).toMatchObject({ endpoint: '10.0.0.1:1', node_id: 'slim-0' });
+    expect([...b[0]!.routes].sort()).toEqual(['org/ns/alice/1 -> group/A', 'org/ns/bob/1 -> node/slim-1']);
+    expect(b[0]!.conns.get('node/slim-1')).toMatchObject({ endpoint: '10.1.0.2:1', node_id: 'slim-1' });
+    expect([...b[1]!.routes]).toEqual(['org/ns/alice/1 -> group/A']);
+    p.stop();
+  });
+
   it('a node that comes back while its removal is under way keeps its subscription', async () => {
     const { p, a1, b0, ...rest } = await subscribed();
     let a0 = rest.a0;
@@ -43,7 +61,7 @@ describe('control plane reconciliation', () => {
     register(p, a0); // back, still subscribed
     b0.release();
     await tick(100);
-    expect(p.planner.isSubscribed('a0', N)).toBe(true);
+    expect(p.planner.isSubscribed('A/a0', N)).toBe(true);
     expect([...a1.routes]).toEqual([`${N} -> node/a0`]);
     expect([...b0.routes]).toEqual([`${N} -> group/A`]);
     p.stop();
@@ -61,7 +79,7 @@ describe('control plane reconciliation', () => {
     register(p, a0);
     b0.release();
     await tick(100);
-    expect(p.planner.isSubscribed('a0', N)).toBe(true);
+    expect(p.planner.isSubscribed('A/a0', N)).toBe(true);
     expect([...a1.routes]).toEqual([`${N} -> node/a0`]);
     expect([...b0.routes]).toEqual([`${N} -> group/A`]);
     p.stop();
@@ -80,7 +98,7 @@ describe('control plane reconciliation', () => {
     register(p, a0);
     a1.release();
     await tick(100);
-    expect(p.planner.isSubscribed('a0', N)).toBe(false);
+    expect(p.planner.isSubscribed('A/a0', N)).toBe(false);
     expect([...a1.routes]).toEqual([]);
     expect([...b0.routes]).toEqual([]);
     p.stop();

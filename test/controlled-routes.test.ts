@@ -44,7 +44,7 @@ async function startNode(nodeId: string, group: string, dial: TestNode[] = [], o
 /** Waits until `a` and `b` hold a link with each other. */
 async function linked(a: TestNode, b: TestNode): Promise<void> {
   const [ida, idb] = [a.node.cfg.nodeId, b.node.cfg.nodeId];
-  await eventually(() => a.node.nodeLink(idb) !== undefined && b.node.nodeLink(ida) !== undefined, 5000, `link ${ida} ↔ ${idb}`);
+  await eventually(() => a.node.nodeLink(idb, b.node.cfg.group) !== undefined && b.node.nodeLink(ida, a.node.cfg.group) !== undefined, 5000, `link ${ida} ↔ ${idb}`);
 }
 
 async function app(n: TestNode, name: string): Promise<{ app: SlimApp; got: ReceivedMessage[] }> {
@@ -58,7 +58,7 @@ async function app(n: TestNode, name: string): Promise<{ app: SlimApp; got: Rece
 /** `node` routes `name` over its link with `via` (learned from via's interest, or a route). */
 async function knows(node: TestNode, name: Name, via: TestNode): Promise<void> {
   await eventually(() => {
-    const l = node.node.nodeLink(via.node.cfg.nodeId);
+    const l = node.node.nodeLink(via.node.cfg.nodeId, via.node.cfg.group);
     return l !== undefined && node.node.table.hasSubscription(name, l);
   }, 5000, `${node.node.cfg.nodeId} routes ${formatName(name)} via ${via.node.cfg.nodeId}`);
 }
@@ -128,8 +128,8 @@ describe('split horizon with two-step routing', () => {
     await knows(w, alice2.app.name, y);
     // Each route holds one subscription count, on the connection's own link (to W), not on X's.
     for (const a of [alice1, alice2]) {
-      expect(z.node.table.hasSubscription(a.app.name, z.node.nodeLink('w')!)).toBe(true);
-      expect(z.node.table.hasSubscription(a.app.name, z.node.nodeLink('x')!)).toBe(false);
+      expect(z.node.table.hasSubscription(a.app.name, z.node.nodeLink('w', A)!)).toBe(true);
+      expect(z.node.table.hasSubscription(a.app.name, z.node.nodeLink('x', A)!)).toBe(false);
     }
     expect(z.node.routesJson().map((r) => r.link_peer_node_id)).toEqual(['w', 'w']);
 
@@ -152,6 +152,14 @@ describe('split horizon with two-step routing', () => {
 });
 
 describe('static links between groups (no controller)', () => {
+  it('link nodes with the same node id in different groups (each cluster has its own slim-0)', async () => {
+    const a = await startNode('slim-0', A, [], undefined, false);
+    const b = await startNode('slim-0', B, [a], undefined, false);
+    await linked(a, b);
+    expect(a.node.nodeLink('slim-0')).toBeUndefined();
+    expect(a.node.nodeLink('slim-0', B)!.peerGroup).toBe(B);
+  });
+
   it('deliver a multicast once: a node of another group passes nothing on to its group mates', async () => {
     // A full static mesh: z (group B) links to x and w (group A), which link to each other.
     const x = await startNode('x', A, [], undefined, false);
@@ -191,7 +199,7 @@ describe('interest between groups under a controller', () => {
     await knows(w, alice.app.name, x);
     // X did not tell Z about alice over their cross-group link: only the route (via W) counts.
     await new Promise((r) => setTimeout(r, 100));
-    expect(z.node.table.hasSubscription(alice.app.name, z.node.nodeLink('x')!)).toBe(false);
+    expect(z.node.table.hasSubscription(alice.app.name, z.node.nodeLink('x', A)!)).toBe(false);
     const bob = await app(z, 'org/ns/bob');
     for (let i = 0; i < 5; i++) bob.app.publish('org/ns/alice', `m${i}`, { fanout: 10 });
     bob.app.publish(alice.app.name, 'end');
@@ -246,7 +254,7 @@ describe('controlled routes', () => {
     expect(z.node.controlled.setRoute('org/ns/alice', GROUP_A).success).toBe(true);
     expect(z.node.controlled.setRoute('org/ns/alice', GROUP_A).success).toBe(true);
     expect(z.node.controlled.routes()).toEqual([{ name: 'org/ns/alice', connection_id: GROUP_A }]);
-    const wLink = z.node.nodeLink('w')!;
+    const wLink = z.node.nodeLink('w', A)!;
     expect(z.node.table.hasSubscription(route, wLink)).toBe(true);
     const bob = await app(z, 'org/ns/bob');
     bob.app.publish('org/ns/alice', 'via w');
@@ -255,7 +263,7 @@ describe('controlled routes', () => {
     // W goes away: the route moves to the other link into group A (X's), and traffic follows.
     await w.node.stop();
     await eventually(() => z.node.routesJson()[0]?.link_peer_node_id === 'x', 5000, 'route re-resolved to x');
-    expect(z.node.table.hasSubscription(route, z.node.nodeLink('x')!)).toBe(true);
+    expect(z.node.table.hasSubscription(route, z.node.nodeLink('x', A)!)).toBe(true);
     bob.app.publish('org/ns/alice', 'via x');
     await eventually(() => alice.got.length === 2, 5000, 'second message');
     expect(texts(alice.got)).toEqual(['via w', 'via x']);
@@ -264,13 +272,13 @@ describe('controlled routes', () => {
 
     // Deleting the route removes exactly its one count: nothing for alice is left on X's link.
     expect(z.node.controlled.deleteRoute('org/ns/alice', GROUP_A)).toEqual({ success: true, error: '' });
-    expect(z.node.table.hasSubscription(route, z.node.nodeLink('x')!)).toBe(false);
+    expect(z.node.table.hasSubscription(route, z.node.nodeLink('x', A)!)).toBe(false);
     expect(z.node.controlled.deleteRoute('org/ns/alice', GROUP_A)).toEqual({ success: true, error: '' });
     expect(z.node.controlled.deleteConnection(GROUP_A)).toEqual({ success: true, error: '' });
     expect(z.node.controlled.deleteConnection(GROUP_A)).toEqual({ success: true, error: '' });
     expect(z.node.connectionsJson().controlled).toEqual([]);
     // X's link was not this connection's to close.
-    expect(z.node.nodeLink('x')).toBeDefined();
+    expect(z.node.nodeLink('x', A)).toBeDefined();
   });
 
   it('keeps a route learned-interest count separate: deleting the route leaves what the peer told', async () => {

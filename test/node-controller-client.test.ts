@@ -331,8 +331,8 @@ describe('a fresh control channel', () => {
     subs.add('org/ns/alice/1');
     ctl.interestChanged('org/ns/alice/1', true);
     ctl.start();
-    await eventually(() => cp.records.get('a0')?.status === 'up', 3000, 'registered');
-    expect(cp.planner.isSubscribed('a0', 'org/ns/alice/1')).toBe(true);
+    await eventually(() => cp.records.get('A/a0')?.status === 'up', 3000, 'registered');
+    expect(cp.planner.isSubscribed('A/a0', 'org/ns/alice/1')).toBe(true);
     expect(lines.some((l) => l.includes('must be register') || l.includes('controller unreachable'))).toBe(false);
   });
 });

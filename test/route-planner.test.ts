@@ -4,7 +4,7 @@ import { RoutePlanner, type PlannerNode } from '../controller/route-planner.js';
 import { routeKey } from '../proto/controller.js';
 
 function node(id: string, group: string, i: number): PlannerNode {
-  return { id, group, localEndpoint: `10.0.${group === 'a' ? 1 : 2}.${i}:46357`, externalEndpoint: `slim.${group}.example:46357`, tls: true };
+  return { id, nodeId: id, group, localEndpoint: `10.0.${group === 'a' ? 1 : 2}.${i}:46357`, externalEndpoint: `slim.${group}.example:46357`, tls: true };
 }
 
 function routesOf(p: RoutePlanner, id: string): string[] {
@@ -27,12 +27,12 @@ describe('route planner', () => {
     expect([...p.subscribe('a0', 'org/ns/alice')].sort()).toEqual(['a1']);
     expect(routesOf(p, 'a1')).toEqual(['org/ns/alice -> node/a0']);
     expect(routesOf(p, 'b0')).toEqual([]); // nothing crosses groups before step 1 is acknowledged
-    expect(p.connectionSpec('node/a0')).toEqual({ id: 'node/a0', endpoint: '10.0.1.0:46357', tls: true, node_id: 'a0' });
+    expect(p.connectionSpec('node/a0', 'a')).toEqual({ id: 'node/a0', endpoint: '10.0.1.0:46357', tls: true, node_id: 'a0' });
 
     expect([...p.exposeRemote('a0', 'org/ns/alice')].sort()).toEqual(['b0', 'b1']);
     expect(routesOf(p, 'b0')).toEqual(['org/ns/alice -> group/a']);
     expect(connsOf(p, 'b1')).toEqual(['group/a']);
-    expect(p.connectionSpec('group/a')).toEqual({ id: 'group/a', endpoint: 'slim.a.example:46357', tls: true, group: 'a' });
+    expect(p.connectionSpec('group/a', 'b')).toEqual({ id: 'group/a', endpoint: 'slim.a.example:46357', tls: true, group: 'a' });
     expect(routesOf(p, 'a0')).toEqual([]); // never a route to itself
   });
 
@@ -81,6 +81,6 @@ describe('route planner', () => {
     const p = twoGroups();
     const { respec } = p.upsertNode({ ...node('a0', 'a', 0), localEndpoint: '10.0.1.99:46357' });
     expect([...respec]).toEqual(['node/a0']);
-    expect(p.connectionSpec('node/a0')!.endpoint).toBe('10.0.1.99:46357');
+    expect(p.connectionSpec('node/a0', 'a')!.endpoint).toBe('10.0.1.99:46357');
   });
 });
