@@ -4,7 +4,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { dirname, resolve } from 'node:path';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 
 /** Repository root (works from the TypeScript sources and from dist/). */
 export const REPO_ROOT = (() => {
@@ -33,6 +34,41 @@ export interface SpawnOptions {
   echo?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** Run the program inside `ip netns exec NS`. */
   netns?: string;
+  /**
+   * Bind mounts seen only by this process (needs `netns`): how a pod finds its own file (a SPIRE
+   * agent socket directory, say) at the fixed path its config names while every pod's file is
+   * a different one on the host. Absolute paths; a missing target (a directory, or an empty
+   * file when the source is a file) is created on the host first, and left there. Prefer
+   * mounting a socket's directory: a file mount keeps the old inode if the socket is recreated.
+   */
+  mounts?: { source: string; target: string }[];
+}
+
+// `ip netns exec` already runs the command in its own mount namespace with / made rslave, so
+// these mounts stay private to the process and vanish with it. Paths come in as arguments,
+// never spliced into the script, so no quoting can break.
+const BIND_THEN_EXEC = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"';
+
+function withMounts(command: string, args: string[], opts: SpawnOptions): string[] {
+  const mounts = opts.mounts ?? [];
+  if (mounts.length === 0) return [command, ...args];
+  if (!opts.netns) throw new Error('SpawnOptions.mounts needs SpawnOptions.netns (only `ip netns exec` gives the process a mount namespace of its own)');
+  for (const { source, target } of mounts) {
+    if (!isAbsolute(source) || !isAbsolute(target)) throw new Error(`mount ${source} -> ${target}: both paths must be absolute`);
+    if (source === '--' || target === '--') throw new Error('mount paths cannot be "--"');
+    let sourceIsDir: boolean;
+    try {
+      sourceIsDir = statSync(source).isDirectory();
+    } catch (err) {
+      throw new Error(`mount source ${source}: ${(err as Error).message}`);
+    }
+    if (sourceIsDir) mkdirSync(target, { recursive: true });
+    else {
+      mkdirSync(dirname(target), { recursive: true });
+      if (!existsSync(target)) writeFileSync(target, '');
+    }
+  }
+  return ['sh', '-c', BIND_THEN_EXEC, 'sh', ...mounts.flatMap((m) => [m.source, m.target]), '--', command, ...args];
 }
 
 export class ManagedProcess {
@@ -145,7 +181,8 @@ export class ProcessGroup {
 
   /** Any other executable (nats-server, haproxy...), managed the same way. */
   spawnCommand(label: string, command: string, args: string[], opts: SpawnOptions = {}): ManagedProcess {
-    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, command, ...args]] : [command, args];
+    const inner = withMounts(command, args, opts);
+    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, ...inner]] : [command, args];
     const child = spawn(cmd, argv, {
       cwd: opts.cwd ?? REPO_ROOT,
       env: { ...process.env, ...opts.env },
