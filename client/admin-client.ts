@@ -300,6 +300,7 @@ export function routeInfo(v: unknown): RouteInfo {
   const r = (v ?? {}) as Raw;
   return {
     node_id: str(r['node_id']),
+    group: str(r['group']),
     name: str(r['name']),
     connection_id: str(r['connection_id']),
     target: str(r['target']),
@@ -312,6 +313,7 @@ export function connectionInfo(v: unknown): ConnectionInfo {
   const r = (v ?? {}) as Raw;
   return {
     node_id: str(r['node_id']),
+    group: str(r['group']),
     connection_id: str(r['connection_id']),
     endpoint: str(r['endpoint']),
     kind: str(r['kind']),

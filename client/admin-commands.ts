@@ -233,9 +233,10 @@ export function nodesTable(nodes: readonly NodeInfo[], now = Date.now()): string
 
 export function routesTable(routes: readonly RouteInfo[]): string {
   return formatTable(
-    ['NODE', 'NAME', '→ TARGET (CONNECTION)', 'STATE', 'ERROR'],
-    sortedBy(routes, (r) => r.node_id, (r) => r.name, (r) => r.target).map((r) => [
+    ['NODE', 'GROUP', 'NAME', '→ TARGET (CONNECTION)', 'STATE', 'ERROR'],
+    sortedBy(routes, (r) => r.group, (r) => r.node_id, (r) => r.name, (r) => r.target).map((r) => [
       r.node_id,
+      dash(r.group),
       r.name,
       `→ ${dash(r.target)}${r.connection_id ? ` (${r.connection_id})` : ''}`,
       dash(r.state),
@@ -246,9 +247,10 @@ export function routesTable(routes: readonly RouteInfo[]): string {
 
 export function connectionsTable(conns: readonly ConnectionInfo[]): string {
   return formatTable(
-    ['NODE', 'CONNECTION', 'KIND', 'ENDPOINT', 'TARGET', 'STATE', 'PEER', 'REMOTE', 'ERROR'],
-    sortedBy(conns, (c) => c.node_id, (c) => c.connection_id).map((c) => [
+    ['NODE', 'GROUP', 'CONNECTION', 'KIND', 'ENDPOINT', 'TARGET', 'STATE', 'PEER', 'REMOTE', 'ERROR'],
+    sortedBy(conns, (c) => c.group, (c) => c.node_id, (c) => c.connection_id).map((c) => [
       c.node_id,
+      dash(c.group),
       dash(c.connection_id),
       dash(c.kind),
       `${dash(c.endpoint)}${c.tls ? ' (tls)' : ''}`,

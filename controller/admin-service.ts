@@ -60,6 +60,7 @@ export class AdminViews {
         const c = r.connections.get(h.connectionId);
         out.push({
           node_id: r.id,
+          group: r.group,
           name: h.name,
           connection_id: h.connectionId,
           target: c ? connectionTarget(c.spec) : '',
@@ -68,13 +69,14 @@ export class AdminViews {
         });
       }
     }
-    return out.sort((a, b) => a.node_id.localeCompare(b.node_id) || a.name.localeCompare(b.name) || a.connection_id.localeCompare(b.connection_id));
+    return out.sort((a, b) => a.group.localeCompare(b.group) || a.node_id.localeCompare(b.node_id) || a.name.localeCompare(b.name) || a.connection_id.localeCompare(b.connection_id));
   }
 
   connections(req: Partial<ListRequest> = {}): ConnectionInfo[] {
     const out: ConnectionInfo[] = [];
     const info = (r: NodeRecord, c: HeldConnection, kind: string): ConnectionInfo => ({
       node_id: r.id,
+      group: r.group,
       connection_id: c.spec.id,
       endpoint: c.spec.endpoint,
       kind,

@@ -44,6 +44,7 @@ export interface NodeInfo {
 
 export interface RouteInfo {
   node_id: string;
+  group: string;
   name: string;
   connection_id: string;
   target: string;
@@ -53,6 +54,7 @@ export interface RouteInfo {
 
 export interface ConnectionInfo {
   node_id: string;
+  group: string;
   connection_id: string;
   endpoint: string;
   kind: 'local' | 'external' | 'static' | string;

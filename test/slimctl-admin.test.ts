@@ -64,16 +64,16 @@ class State {
   }
   routes(): RouteInfo[] {
     return [
-      { node_id: 'slim-b-0', name: 'org/ns/alice', connection_id: 'conn-b0-a', target: A, state: 'installed', error: '' },
-      { node_id: 'slim-b-0', name: 'org/ns/carol', connection_id: '', target: 'cluster-c.example', state: 'failed', error: 'no connection to cluster-c.example' },
-      { node_id: 'slim-a-1', name: 'org/ns/alice', connection_id: 'conn-a1-a0', target: 'slim-a-0', state: 'pending', error: '' },
+      { node_id: 'slim-b-0', group: B, name: 'org/ns/alice', connection_id: 'conn-b0-a', target: A, state: 'installed', error: '' },
+      { node_id: 'slim-b-0', group: B, name: 'org/ns/carol', connection_id: '', target: 'cluster-c.example', state: 'failed', error: 'no connection to cluster-c.example' },
+      { node_id: 'slim-a-1', group: A, name: 'org/ns/alice', connection_id: 'conn-a1-a0', target: 'slim-a-0', state: 'pending', error: '' },
     ];
   }
   connections(): ConnectionInfo[] {
     return [
-      { node_id: 'slim-b-0', connection_id: 'conn-b0-a', endpoint: `slim.${A}:46357`, kind: 'external', target: A, state: 'up', error: '', peer_node_id: 'slim-a-0', remote_address: '10.1.0.0:46357', tls: true },
-      { node_id: 'slim-a-1', connection_id: 'conn-a1-a0', endpoint: '10.1.0.0:46357', kind: 'local', target: 'slim-a-0', state: 'connecting', error: '', peer_node_id: '', remote_address: '', tls: true },
-      { node_id: 'slim-a-0', connection_id: 'static-0', endpoint: '10.9.9.9:46357', kind: 'static', target: '', state: 'failing', error: 'connect ECONNREFUSED 10.9.9.9:46357', peer_node_id: '', remote_address: '', tls: false },
+      { node_id: 'slim-b-0', group: B, connection_id: 'conn-b0-a', endpoint: `slim.${A}:46357`, kind: 'external', target: A, state: 'up', error: '', peer_node_id: 'slim-a-0', remote_address: '10.1.0.0:46357', tls: true },
+      { node_id: 'slim-a-1', group: A, connection_id: 'conn-a1-a0', endpoint: '10.1.0.0:46357', kind: 'local', target: 'slim-a-0', state: 'connecting', error: '', peer_node_id: '', remote_address: '', tls: true },
+      { node_id: 'slim-a-0', group: A, connection_id: 'static-0', endpoint: '10.9.9.9:46357', kind: 'static', target: '', state: 'failing', error: 'connect ECONNREFUSED 10.9.9.9:46357', peer_node_id: '', remote_address: '', tls: false },
     ];
   }
   subscriptions(): SubscriptionInfo[] {
@@ -264,18 +264,18 @@ describe('slimctl admin commands: tables', () => {
   it('routes: name → target (connection), state and error', async () => {
     const r = await slimctl(['routes', '--insecure', ...at(plain)]);
     expect(r.code, r.output).toBe(0);
-    expect(r.lines[0]).toMatch(/^NODE\s+NAME\s+→ TARGET \(CONNECTION\)\s+STATE\s+ERROR$/);
-    expect(r.output).toMatch(/slim-b-0\s+org\/ns\/alice\s+→ cluster-a\.example \(conn-b0-a\)\s+installed\s+-$/m);
-    expect(r.output).toMatch(/slim-b-0\s+org\/ns\/carol\s+→ cluster-c\.example\s+failed\s+no connection to cluster-c\.example$/m);
-    expect(r.output).toMatch(/slim-a-1\s+org\/ns\/alice\s+→ slim-a-0 \(conn-a1-a0\)\s+pending\s+-$/m);
+    expect(r.lines[0]).toMatch(/^NODE\s+GROUP\s+NAME\s+→ TARGET \(CONNECTION\)\s+STATE\s+ERROR$/);
+    expect(r.output).toMatch(/slim-b-0\s+cluster-b\.example\s+org\/ns\/alice\s+→ cluster-a\.example \(conn-b0-a\)\s+installed\s+-$/m);
+    expect(r.output).toMatch(/slim-b-0\s+cluster-b\.example\s+org\/ns\/carol\s+→ cluster-c\.example\s+failed\s+no connection to cluster-c\.example$/m);
+    expect(r.output).toMatch(/slim-a-1\s+cluster-a\.example\s+org\/ns\/alice\s+→ slim-a-0 \(conn-a1-a0\)\s+pending\s+-$/m);
   });
 
   it('connections: kind, endpoint, target, state, peer, remote address and error', async () => {
     const r = await slimctl(['connections', '--insecure', ...at(plain)]);
     expect(r.code, r.output).toBe(0);
-    expect(r.lines[0]).toMatch(/^NODE\s+CONNECTION\s+KIND\s+ENDPOINT\s+TARGET\s+STATE\s+PEER\s+REMOTE\s+ERROR$/);
-    expect(r.output).toMatch(/slim-b-0\s+conn-b0-a\s+external\s+slim\.cluster-a\.example:46357 \(tls\)\s+cluster-a\.example\s+up\s+slim-a-0\s+10\.1\.0\.0:46357\s+-$/m);
-    expect(r.output).toMatch(/slim-a-0\s+static-0\s+static\s+10\.9\.9\.9:46357\s+-\s+failing\s+-\s+-\s+connect ECONNREFUSED 10\.9\.9\.9:46357$/m);
+    expect(r.lines[0]).toMatch(/^NODE\s+GROUP\s+CONNECTION\s+KIND\s+ENDPOINT\s+TARGET\s+STATE\s+PEER\s+REMOTE\s+ERROR$/);
+    expect(r.output).toMatch(/slim-b-0\s+cluster-b\.example\s+conn-b0-a\s+external\s+slim\.cluster-a\.example:46357 \(tls\)\s+cluster-a\.example\s+up\s+slim-a-0\s+10\.1\.0\.0:46357\s+-$/m);
+    expect(r.output).toMatch(/slim-a-0\s+cluster-a\.example\s+static-0\s+static\s+10\.9\.9\.9:46357\s+-\s+failing\s+-\s+-\s+connect ECONNREFUSED 10\.9\.9\.9:46357$/m);
   });
 
   it('subscriptions: group, node, name', async () => {
@@ -350,7 +350,7 @@ describe('slimctl admin commands: -o json', () => {
     expect(nodes.output).toContain('\n  "nodes": [');
 
     const routes = JSON.parse((await slimctl(['routes', '--insecure', ...at(plain), '-o', 'json'])).output) as { routes: RouteInfo[] };
-    expect(routes.routes).toContainEqual({ node_id: 'slim-b-0', name: 'org/ns/alice', connection_id: 'conn-b0-a', target: A, state: 'installed', error: '' });
+    expect(routes.routes).toContainEqual({ node_id: 'slim-b-0', group: B, name: 'org/ns/alice', connection_id: 'conn-b0-a', target: A, state: 'installed', error: '' });
     const conns = JSON.parse((await slimctl(['connections', '--insecure', ...at(plain), '-o', 'json'])).output) as { connections: ConnectionInfo[] };
     expect(conns.connections).toHaveLength(3);
     expect(conns.connections[0]).toMatchObject({ connection_id: 'conn-b0-a', kind: 'external', peer_node_id: 'slim-a-0', tls: true });
