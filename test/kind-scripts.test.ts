@@ -3,17 +3,16 @@
 // every real tool replaced by a stub that records being called (it must not be); a real run
 // against stubs that answer like kubectl, helm, kind and docker would, to exercise what a dry run
 // skips (LoadBalancer IPs, CoreDNS, bundles, the checks); and the manifests against Kubernetes'
-// schemas and the SPIRE fields they use.
+// schemas and the SPIRE fields they use (test/support/k8s-validate.ts, shared with the charts).
 
 import { spawnSync } from 'node:child_process';
 import { accessSync, chmodSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, isAbsolute, join, resolve } from 'node:path';
-import { Pod, ServiceAccount } from 'kubernetes-models/v1';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { z } from 'zod';
 import { parseSlimEndpoint } from '../client/slim-endpoint.js';
+import { type ClusterFederatedTrustDomain, type ClusterSPIFFEID, validateK8sObject } from './support/k8s-validate.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const KIND = join(ROOT, 'kind');
@@ -346,22 +345,26 @@ describe('kind/all.sh --dry-run', () => {
     for (const name of LB_NAMES) expect(r.stdout).toContain(`Add to your /etc/hosts: <lb-ip:${name}>    ${name}`);
   });
 
-  it('adds every LoadBalancer name to every cluster’s CoreDNS', () => {
+  it('adds every LoadBalancer name to every cluster’s CoreDNS', async () => {
     for (const cluster of CLUSTERS) {
-      const cm = parseYaml(readFileSync(join(sb.state, 'coredns', `${cluster}.yaml`), 'utf8')) as { metadata: { name: string; namespace: string }; data: { Corefile: string } };
+      const [doc] = yamlDocs(join(sb.state, 'coredns', `${cluster}.yaml`));
+      await validateK8sObject(doc!);
+      const cm = doc as unknown as { metadata: { name: string; namespace: string }; data: { Corefile: string } };
       expect(cm.metadata).toEqual({ name: 'coredns', namespace: 'kube-system' });
       for (const name of LB_NAMES) expect(cm.data.Corefile).toContain(`<lb-ip:${name}> ${name}`);
       expect(cmds).toContainEqual(['kubectl', '--context', `kind-${cluster}`, 'replace', '-f', join(sb.state, 'coredns', `${cluster}.yaml`)]);
     }
   });
 
-  it('federates each cluster with the other two, never with itself', () => {
+  it('federates each cluster with the other two, never with itself', async () => {
     const applies = cmds.filter((c) => c[0] === 'kubectl' && c.includes('apply') && (flag(c, '-f') ?? '').startsWith(join(sb.state, 'federation')));
     expect(applies).toHaveLength(6);
     for (const c of applies) {
       const cluster = flag(c, '--context')!.slice('kind-'.length);
-      const [doc] = yamlDocs(flag(c, '-f')!);
-      const spec = doc!.spec as { trustDomain: string; trustDomainBundle: string };
+      const docs = yamlDocs(flag(c, '-f')!);
+      expect(docs).toHaveLength(1);
+      await validateK8sObject(docs[0]!);
+      const spec = docs[0]!.spec as { trustDomain: string; trustDomainBundle: string };
       expect(spec.trustDomain).not.toBe(cluster);
       expect(spec.trustDomainBundle.trim()).toBe(`<bundle:${spec.trustDomain}>`);
     }
@@ -384,7 +387,7 @@ describe('kind/all.sh --dry-run', () => {
     expect(order).toEqual(['up.sh', 'image.sh', 'spire.sh', 'federation.sh', 'controller.sh', 'slim.sh', 'receiver.sh', 'sender.sh', 'verify.sh']);
   });
 
-  it('uses SLIM_IMAGE everywhere, registry ports included', () => {
+  it('uses SLIM_IMAGE everywhere, registry ports included', async () => {
     const other = sandbox();
     const env = { ...other.env, SLIM_IMAGE: 'localhost:5000/slim-ts:dev' };
     const controller = commands(runScript('controller.sh', ['--dry-run'], env).stdout);
@@ -393,7 +396,9 @@ describe('kind/all.sh --dry-run', () => {
     const receiver = commands(runScript('receiver.sh', ['--dry-run'], env).stdout);
     const manifest = flag(receiver.find((c) => c.includes('apply'))!, '-f')!;
     expect(manifest.startsWith(other.state)).toBe(true);
-    const pod = yamlDocs(manifest).find((d) => d.kind === 'Pod') as { spec: { containers: { image: string }[] } };
+    const docs = yamlDocs(manifest);
+    for (const doc of docs) await validateK8sObject(doc);
+    const pod = docs.find((d) => d.kind === 'Pod') as { spec: { containers: { image: string }[] } };
     expect(pod.spec.containers[0]!.image).toBe('localhost:5000/slim-ts:dev');
     expect(recordedCalls(other)).toEqual([]);
   });
@@ -513,9 +518,11 @@ describe('kind/all.sh against stub tools (what a dry run cannot show)', () => {
     for (const [name, ip] of Object.entries(ips)) expect(up.stdout).toContain(`Add to your /etc/hosts: ${ip}    ${name}`);
   });
 
-  it('gives every cluster a CoreDNS block for all six names, keeping the Kind Corefile', () => {
+  it('gives every cluster a CoreDNS block for all six names, keeping the Kind Corefile', async () => {
     for (const cluster of CLUSTERS) {
-      const cm = parseYaml(readFileSync(join(sb.state, 'coredns', `${cluster}.yaml`), 'utf8')) as { data: { Corefile: string } };
+      const [doc] = yamlDocs(join(sb.state, 'coredns', `${cluster}.yaml`));
+      await validateK8sObject(doc!);
+      const cm = doc as unknown as { data: { Corefile: string } };
       const corefile = cm.data.Corefile;
       expect(corefile.startsWith(KIND_COREFILE)).toBe(true);
       expect(corefile).toContain('admin.example:53 cluster-a.example:53 cluster-b.example:53 {');
@@ -525,9 +532,10 @@ describe('kind/all.sh against stub tools (what a dry run cannot show)', () => {
     }
   });
 
-  it("seeds each ClusterFederatedTrustDomain with that trust domain's own bundle", () => {
+  it("seeds each ClusterFederatedTrustDomain with that trust domain's own bundle", async () => {
     for (const td of CLUSTERS) {
       const [doc] = yamlDocs(join(sb.state, 'federation', `${td}.yaml`));
+      await validateK8sObject(doc!);
       const spec = doc!.spec as { trustDomain: string; trustDomainBundle: string };
       expect(spec.trustDomain).toBe(td);
       const bundle = JSON.parse(spec.trustDomainBundle) as { keys: { x5c: string[] }[] };
@@ -560,33 +568,6 @@ describe('kind/all.sh against stub tools (what a dry run cannot show)', () => {
   });
 });
 
-const classNameSchema = z.literal(CLASS_NAME);
-const trustDomainSchema = z.string().regex(/^[a-z0-9._-]+$/);
-const clusterSpiffeIdSchema = z.strictObject({
-  apiVersion: z.literal('spire.spiffe.io/v1alpha1'),
-  kind: z.literal('ClusterSPIFFEID'),
-  metadata: z.strictObject({ name: z.string().min(1) }),
-  spec: z.strictObject({
-    className: classNameSchema,
-    spiffeIDTemplate: z.string().startsWith('spiffe://{{ .TrustDomain }}/'),
-    namespaceSelector: z.strictObject({ matchLabels: z.record(z.string(), z.string()) }),
-    podSelector: z.strictObject({ matchLabels: z.record(z.string(), z.string()) }),
-    federatesWith: z.array(trustDomainSchema).min(1),
-  }),
-});
-const federatedTrustDomainSchema = z.strictObject({
-  apiVersion: z.literal('spire.spiffe.io/v1alpha1'),
-  kind: z.literal('ClusterFederatedTrustDomain'),
-  metadata: z.strictObject({ name: z.string().regex(/^[a-z0-9-]+$/) }),
-  spec: z.strictObject({
-    className: classNameSchema,
-    trustDomain: trustDomainSchema,
-    bundleEndpointURL: z.url({ protocol: /^https$/ }),
-    bundleEndpointProfile: z.strictObject({ type: z.literal('https_spiffe'), endpointSPIFFEID: z.string().startsWith('spiffe://') }),
-    trustDomainBundle: z.string(),
-  }),
-});
-
 interface PodShape {
   metadata: { name: string; namespace: string; labels: Record<string, string> };
   spec: {
@@ -604,23 +585,27 @@ describe('kind/apps manifests', () => {
     { name: 'bob', cluster: 'cluster-b.example', peer: 'cluster-a.example', program: 'slim-sender' },
   ];
 
-  it.each(apps)('$name: a ServiceAccount, a ClusterSPIFFEID and a Pod that Kubernetes accepts', ({ name, peer, program }) => {
+  it.each(apps)('$name: a ServiceAccount, a ClusterSPIFFEID and a Pod that Kubernetes accepts', async ({ name, peer, program }) => {
     const docs = yamlDocs(join(KIND, 'apps', `${name}.yaml`));
     expect(docs.map((d) => d.kind)).toEqual(['ServiceAccount', 'ClusterSPIFFEID', 'Pod']);
+    for (const doc of docs) await validateK8sObject(doc);
     const [sa, csid, podDoc] = docs as [Record<string, unknown>, Record<string, unknown>, Record<string, unknown>];
 
-    new ServiceAccount(sa as ConstructorParameters<typeof ServiceAccount>[0]).validate();
-    new Pod(podDoc as ConstructorParameters<typeof Pod>[0]).validate();
     const pod = podDoc as unknown as PodShape;
     expect((sa.metadata as { name: string; namespace: string })).toEqual({ name, namespace: 'default' });
     expect(pod.metadata.name).toBe(name);
     expect(pod.metadata.namespace).toBe('default');
     expect(pod.spec.serviceAccountName).toBe(name);
 
-    const id = clusterSpiffeIdSchema.parse(csid);
+    const id = csid as unknown as ClusterSPIFFEID;
+    expect(id.metadata).toEqual({ name: `slim-demo-${name}` });
+    expect(id.spec.className).toBe(CLASS_NAME);
     expect(id.spec.federatesWith).toEqual([peer]);
-    expect(id.spec.namespaceSelector.matchLabels).toEqual({ 'kubernetes.io/metadata.name': 'default' });
-    for (const [k, v] of Object.entries(id.spec.podSelector.matchLabels)) expect(pod.metadata.labels[k]).toBe(v);
+    expect(id.spec.namespaceSelector).toEqual({ matchLabels: { 'kubernetes.io/metadata.name': 'default' } });
+    const podLabels = id.spec.podSelector?.matchLabels ?? {};
+    expect(id.spec.podSelector).toEqual({ matchLabels: podLabels });
+    expect(Object.keys(podLabels).length).toBeGreaterThan(0);
+    for (const [k, v] of Object.entries(podLabels)) expect(pod.metadata.labels[k]).toBe(v);
 
     expect(pod.spec.containers.map((c) => c.name)).toEqual(['client']);
     const client = pod.spec.containers[0]!;
@@ -654,21 +639,26 @@ describe('kind/apps manifests', () => {
     expect(flag(args, '--remote')).toBe('org/ns/alice');
   });
 
-  it('a Pod that breaks the schema is caught (the validator is live)', () => {
-    expect(() => new Pod({ metadata: { name: 'x' }, spec: { containers: [{ name: 'c', image: 'i', args: 'not-a-list' }] } } as never).validate()).toThrow();
+  it('objects that break the schema are caught (the validator is live)', async () => {
+    await expect(validateK8sObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' }, spec: { containers: [{ name: 'c', image: 'i', args: 'not-a-list' }] } } as never)).rejects.toThrow(/Pod x/);
+    const alice = yamlDocs(join(KIND, 'apps', 'alice.yaml')).find((d) => d.kind === 'ClusterSPIFFEID') as unknown as ClusterSPIFFEID;
+    await expect(validateK8sObject({ ...alice, spec: { ...alice.spec, federatesWith: ['spiffe://cluster-b.example'] } })).rejects.toThrow(/federatesWith/);
+    await expect(validateK8sObject({ ...alice, metadata: { name: 'Slim_Demo' } })).rejects.toThrow(/metadata\.name/);
   });
 });
 
 describe('kind/federation manifests', () => {
-  it.each(CLUSTERS)('%s: a ClusterFederatedTrustDomain for the https_spiffe bundle endpoint spire.<td>:8443', (td) => {
+  it.each(CLUSTERS)('%s: a ClusterFederatedTrustDomain for the https_spiffe bundle endpoint spire.<td>:8443', async (td) => {
     const docs = yamlDocs(join(KIND, 'federation', `${td}.yaml`));
     expect(docs).toHaveLength(1);
-    const cftd = federatedTrustDomainSchema.parse(docs[0]);
-    expect(cftd.metadata.name).toBe(td.replaceAll('.', '-'));
+    await validateK8sObject(docs[0]!);
+    const cftd = docs[0] as unknown as ClusterFederatedTrustDomain;
+    expect(cftd.metadata).toEqual({ name: td.replaceAll('.', '-') });
+    expect(cftd.spec.className).toBe(CLASS_NAME);
     expect(cftd.spec.trustDomain).toBe(td);
     expect(cftd.spec.bundleEndpointURL).toBe(`https://spire.${td}:8443`);
-    expect(cftd.spec.bundleEndpointProfile.endpointSPIFFEID).toBe(`spiffe://${td}/spire/server`);
-    expect(cftd.spec.trustDomainBundle.trim()).toBe('@TRUST_DOMAIN_BUNDLE@');
+    expect(cftd.spec.bundleEndpointProfile).toEqual({ type: 'https_spiffe', endpointSPIFFEID: `spiffe://${td}/spire/server` });
+    expect(cftd.spec.trustDomainBundle?.trim()).toBe('@TRUST_DOMAIN_BUNDLE@');
   });
 });
 

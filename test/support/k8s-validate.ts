@@ -15,7 +15,13 @@ const selector = z.strictObject({
   matchLabels: labelMap.optional(),
   matchExpressions: z.array(z.strictObject({ key: z.string(), operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']), values: z.array(z.string()).optional() })).optional(),
 });
-const meta = z.object({ name: z.string().min(1).max(63), namespace: z.string().optional(), labels: labelMap.optional(), annotations: labelMap.optional() });
+// A DNS-1123 subdomain, as the API server requires of these objects' names.
+const objectName = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'a DNS-1123 subdomain: lower-case alphanumerics, - and .');
+const meta = z.object({ name: objectName, namespace: z.string().optional(), labels: labelMap.optional(), annotations: labelMap.optional() });
 const trustDomain = z.string().regex(/^[a-z0-9._-]+$/, 'a trust domain name without spiffe://');
 
 const clusterSpiffeId = z.strictObject({
@@ -55,6 +61,11 @@ const clusterFederatedTrustDomain = z.strictObject({
     trustDomainBundle: z.string().optional(),
   }),
 });
+
+/** A ClusterSPIFFEID as validateK8sObject accepts it. */
+export type ClusterSPIFFEID = z.infer<typeof clusterSpiffeId>;
+/** A ClusterFederatedTrustDomain as validateK8sObject accepts it. */
+export type ClusterFederatedTrustDomain = z.infer<typeof clusterFederatedTrustDomain>;
 
 async function modelFor(apiVersion: string, kind: string): Promise<ModelClass | undefined> {
   const modules: Record<string, () => Promise<Record<string, unknown>>> = {
