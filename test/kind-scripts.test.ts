@@ -471,11 +471,14 @@ const KIND_COREFILE = `.:53 {
 /** The controller's JSON log lines for these node registrations (some nodes reconnected). */
 function controllerLog(nodes: string[]): string {
   return [...nodes, ...nodes.slice(0, 2)]
-    .map((id) => JSON.stringify({ level: 'info', component: 'slim-controller', node_id: id, msg: `Registering node with ID ${id}` }))
+    .map((node) => {
+      const [group, id] = node.split('/') as [string, string];
+      return JSON.stringify({ level: 'info', component: 'slim-controller', node_id: id, group, identity: `spiffe://${group}/ns/slim/sa/slim`, msg: `Registering node with ID ${id}` });
+    })
     .join('\n');
 }
 
-const SIX_NODES = ['cluster-a.example-slim-0', 'cluster-a.example-slim-1', 'cluster-a.example-slim-2', 'cluster-b.example-slim-0', 'cluster-b.example-slim-1', 'cluster-b.example-slim-2'];
+const SIX_NODES = ['cluster-a.example/slim-0', 'cluster-a.example/slim-1', 'cluster-a.example/slim-2', 'cluster-b.example/slim-0', 'cluster-b.example/slim-1', 'cluster-b.example/slim-2'];
 
 function stubbedSandbox(nodes: string[]): Sandbox {
   const sb = sandbox({ stubs: answeringStubs() });
@@ -642,8 +645,10 @@ describe('kind/apps manifests', () => {
   it('objects that break the schema are caught (the validator is live)', async () => {
     await expect(validateK8sObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' }, spec: { containers: [{ name: 'c', image: 'i', args: 'not-a-list' }] } } as never)).rejects.toThrow(/Pod x/);
     const alice = yamlDocs(join(KIND, 'apps', 'alice.yaml')).find((d) => d.kind === 'ClusterSPIFFEID') as unknown as ClusterSPIFFEID;
-    await expect(validateK8sObject({ ...alice, spec: { ...alice.spec, federatesWith: ['spiffe://cluster-b.example'] } })).rejects.toThrow(/federatesWith/);
-    await expect(validateK8sObject({ ...alice, metadata: { name: 'Slim_Demo' } })).rejects.toThrow(/metadata\.name/);
+    const uriFederation: ClusterSPIFFEID = { ...alice, spec: { ...alice.spec, federatesWith: ['spiffe://cluster-b.example'] } };
+    await expect(validateK8sObject(uriFederation)).rejects.toThrow(/federatesWith/);
+    const badName: ClusterSPIFFEID = { ...alice, metadata: { name: 'Slim_Demo' } };
+    await expect(validateK8sObject(badName)).rejects.toThrow(/metadata\.name/);
   });
 });
 
