@@ -4,8 +4,12 @@
 // Helm charts rendered with kind/values/*.yaml, exactly what a cluster's ConfigMaps hold, and
 // differ only in what a pod's surroundings provide: its IP, its SPIRE socket, name resolution.
 
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { parse as parseYaml, stringify } from 'yaml';
 import { configMapText, renderChart } from './helm.js';
+import { writeConfig } from './node-config.js';
+import type { ManagedProcess, ProcessGroup } from './processes.js';
 
 export const DATA_PORT = 46357;
 export const SOUTHBOUND_PORT = 50052;
@@ -104,11 +108,39 @@ export function rewriteConfig(text: string, rewrite: (value: string) => string):
   return stringify(walk(parseYaml(text)));
 }
 
-/** The dev issuer's config: the three federated trust domains and one socket per workload. */
-export function devIssuerConfig(workloads: { socket: string; spiffeId: string }[], ttl = '1h'): Record<string, unknown> {
-  return {
-    trust_domains: TRUST_DOMAINS,
-    svid_ttl: ttl,
-    workloads: workloads.map((w) => ({ socket: w.socket, spiffe_id: w.spiffeId })),
+export interface SeedIssuer {
+  process: ManagedProcess;
+  /** The socket directory of `cluster/pod` (what the SPIFFE CSI driver mounts into the pod). */
+  dir(pod: string): string;
+  /** Its Workload API socket, `dir(pod)/api.sock`. */
+  socket(pod: string): string;
+}
+
+/**
+ * The dev issuer standing in for SPIRE: the three federated trust domains and one socket per
+ * pod (`admin/slim-control`, `admin/slimctl`, `cluster-a/alice`, `cluster-b/bob`,
+ * `cluster-x/slim-N`), each serving the SPIFFE ID the pod's ClusterSPIFFEID gives it.
+ */
+export async function startSeedIssuer(group: ProcessGroup, root: string): Promise<SeedIssuer> {
+  const ids: Record<string, string> = {
+    [`${ADMIN.name}/${CONTROLLER_POD}`]: IDENTITY.controller,
+    [`${ADMIN.name}/slimctl`]: IDENTITY.operator,
+    [`${ALICE.cluster}/alice`]: IDENTITY.alice,
+    [`${BOB.cluster}/bob`]: IDENTITY.bob,
   };
+  for (const c of WORKLOAD_CLUSTERS) for (const pod of NODE_PODS) ids[`${c.name}/${pod}`] = IDENTITY.node(c);
+  const dir = (pod: string): string => {
+    if (!(pod in ids)) throw new Error(`no workload ${pod} in the seed deployment`);
+    return join(root, 'sockets', pod);
+  };
+  const socket = (pod: string): string => join(dir(pod), 'api.sock');
+  for (const pod of Object.keys(ids)) mkdirSync(dir(pod), { recursive: true });
+  const config = writeConfig(root, 'dev-issuer.yaml', {
+    trust_domains: TRUST_DOMAINS,
+    svid_ttl: '1h',
+    workloads: Object.entries(ids).map(([pod, id]) => ({ socket: socket(pod), spiffe_id: id })),
+  });
+  const process = group.spawn('dev issuer', 'slim-dev-issuer', ['--config', config]);
+  await process.waitForLine(/"msg":"dev issuer ready"/);
+  return { process, dir, socket };
 }

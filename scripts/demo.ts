@@ -12,14 +12,14 @@
 //
 // Prints an account and exits 0 when Bob got all replies; stops everything, also on Ctrl-C.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProcessGroup, type ManagedProcess } from '../harness/processes.js';
-import { scratchDir, writeConfig } from '../harness/node-config.js';
+import { scratchDir } from '../harness/node-config.js';
 import { TcpBalancer } from '../harness/tcp-balancer.js';
 import {
-  ADMIN, ALICE, BOB, CONTROLLER_POD, CONTROLLER_SOCKET_DIR, DATA_PORT, IDENTITY, NODE_PODS, NODE_SOCKET_DIR, NORTHBOUND_PORT,
-  NODE_OPS_PORT, SOUTHBOUND_PORT, WORKLOAD_CLUSTERS, aliceArgs, appSlimArg, bobArgs, devIssuerConfig, renderSeedConfigs, rewriteConfig,
+  ADMIN, ALICE, BOB, CONTROLLER_POD, CONTROLLER_SOCKET_DIR, DATA_PORT, NODE_PODS, NODE_SOCKET_DIR, NORTHBOUND_PORT,
+  NODE_OPS_PORT, SOUTHBOUND_PORT, WORKLOAD_CLUSTERS, aliceArgs, appSlimArg, bobArgs, renderSeedConfigs, rewriteConfig, startSeedIssuer,
   type WorkloadCluster,
 } from '../harness/seed-deployment.js';
 import { AdminClient, type ConnectionInfo } from '../client/admin-client.js';
@@ -80,27 +80,14 @@ async function main(): Promise<void> {
   say(`▸ rendered the charts: helm template charts/slim -f ${WORKLOAD_CLUSTERS.map((c) => c.values).join(' | -f ')}; charts/slim-controller -f ${ADMIN.values}`);
 
   // One Workload API socket per pod, as the SPIFFE CSI driver gives each pod its agent's socket.
-  const socketDir = (pod: string): string => {
-    const d = join(dir, 'pods', pod);
-    mkdirSync(d, { recursive: true });
-    return d;
-  };
-  const workloads: { socket: string; spiffeId: string }[] = [
-    { socket: join(socketDir(`admin-${CONTROLLER_POD}`), 'api.sock'), spiffeId: IDENTITY.controller },
-    { socket: join(socketDir('admin-slimctl'), 'api.sock'), spiffeId: IDENTITY.operator },
-    { socket: join(socketDir('cluster-a-alice'), 'api.sock'), spiffeId: IDENTITY.alice },
-    { socket: join(socketDir('cluster-b-bob'), 'api.sock'), spiffeId: IDENTITY.bob },
-  ];
-  for (const c of WORKLOAD_CLUSTERS) for (const pod of NODE_PODS) workloads.push({ socket: join(socketDir(`${c.name}-${pod}`), 'api.sock'), spiffeId: IDENTITY.node(c) });
-  const issuer = group.spawn('dev issuer', 'slim-dev-issuer', ['--config', writeConfig(dir, 'dev-issuer.yaml', devIssuerConfig(workloads))]);
-  watchExit(issuer);
-  await issuer.waitForLine(/"msg":"dev issuer ready"/);
+  const spire = await startSeedIssuer(group, dir);
+  watchExit(spire.process);
   say('▸ dev issuer (standing in for SPIRE): trust domains admin.example, cluster-a.example, cluster-b.example, federated; a socket per pod');
 
   // admin.example: the controller behind its LoadBalancer (southbound for nodes, northbound for slimctl).
   const ctlIp = podIp(0, 0);
-  const ctlCfg = writeConfig(dir, 'slim-control.yaml', {});
-  writeFileText(ctlCfg, podConfig(configs.controller, ctlIp, socketDir(`admin-${CONTROLLER_POD}`), CONTROLLER_SOCKET_DIR));
+  const ctlCfg = join(dir, 'slim-control.yaml');
+  writeFileSync(ctlCfg, podConfig(configs.controller, ctlIp, spire.dir(`admin/${CONTROLLER_POD}`), CONTROLLER_SOCKET_DIR));
   const controller = group.spawn('slim-control', 'slim-controller', ['--config', ctlCfg]);
   watchExit(controller);
   await controller.waitForLine(/"msg":"slim-controller started"/, 20_000);
@@ -118,7 +105,7 @@ async function main(): Promise<void> {
     for (const [i, pod] of NODE_PODS.entries()) {
       const ip = podIp(n, i);
       const file = join(dir, `${c.name}-${pod}.yaml`);
-      writeFileText(file, podConfig(configs.nodes[c.name], ip, socketDir(`${c.name}-${pod}`), NODE_SOCKET_DIR));
+      writeFileSync(file, podConfig(configs.nodes[c.name], ip, spire.dir(`${c.name}/${pod}`), NODE_SOCKET_DIR));
       const proc = group.spawn(`${c.name}/${pod}`, 'slim-node', ['--config', file], { env: { SLIM_SVC_ID: pod, MY_POD_IP: ip } });
       watchExit(proc);
       nodes.push({ cluster: c, pod, ip, proc });
@@ -145,12 +132,12 @@ async function main(): Promise<void> {
 
   admin = await AdminClient.connect({
     server: `${lbIp(0)}:${NORTHBOUND_PORT}`,
-    tls: { insecure: false, skipVerify: false, cert: { type: 'spire', socketPath: `unix:${workloads[1]!.socket}` }, ca: { type: 'spire', socketPath: `unix:${workloads[1]!.socket}`, trustDomains: [] } },
+    tls: { insecure: false, skipVerify: false, cert: { type: 'spire', socketPath: `unix:${spire.socket('admin/slimctl')}` }, ca: { type: 'spire', socketPath: `unix:${spire.socket('admin/slimctl')}`, trustDomains: [] } },
   });
 
   // Seed step 7: Alice on cluster-a (through its Service), then Bob on cluster-b.
   say();
-  const aliceSlim = appSlimArg(`https://${lbIp(1)}:${DATA_PORT}`, workloads[2]!.socket);
+  const aliceSlim = appSlimArg(`https://${lbIp(1)}:${DATA_PORT}`, spire.socket('cluster-a/alice'));
   const alice = group.spawn('alice', 'slim-receiver', aliceArgs(aliceSlim), { echo: (line) => say(`    [alice] ${line}`) });
   watchExit(alice);
   await alice.waitForLine(/waiting for messages/);
@@ -162,7 +149,7 @@ async function main(): Promise<void> {
   for (const r of (await routesTo(ALICE.name)).sort()) say(`    ${r}`);
   say();
 
-  const bobSlim = appSlimArg(`https://${lbIp(2)}:${DATA_PORT}`, workloads[3]!.socket);
+  const bobSlim = appSlimArg(`https://${lbIp(2)}:${DATA_PORT}`, spire.socket('cluster-b/bob'));
   const bob = group.spawn('bob', 'slim-sender', bobArgs(bobSlim), { echo: (line) => say(`    [bob]   ${line}`) });
   // While Bob is connected (his name leaves with him): which node each app is on, which node each LB connection reached.
   const snapshot = bob.waitForLine(/sent "hello", reply/, 60_000).then(async () => ({ conns: await admin!.connections(), subs: await admin!.subscriptions() }), () => undefined);
@@ -211,10 +198,6 @@ async function publishes(ip: string): Promise<number> {
   const text = await (await fetch(`http://${ip}:${NODE_OPS_PORT}/metrics`)).text();
   const m = /^slim_messages_received_total\{[^}]*type="publish"[^}]*\} (\S+)$/m.exec(text);
   return m ? Number(m[1]) : 0;
-}
-
-function writeFileText(file: string, text: string): void {
-  writeFileSync(file, text);
 }
 
 async function waitFor(test: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {

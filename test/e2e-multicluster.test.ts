@@ -8,16 +8,17 @@
 // Needs root (namespaces, mounts). Locally it skips with a message when it cannot run; under
 // CI=true it must run, and fails if it cannot.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessGroup, type ManagedProcess } from '../harness/processes.js';
-import { scratchDir, writeConfig } from '../harness/node-config.js';
+import { scratchDir } from '../harness/node-config.js';
+import { eventually } from './support/local-nodes.js';
 import { NetnsTopology, canUseNetns } from '../harness/netns.js';
 import { findHaproxy, startHaproxy } from '../harness/haproxy.js';
 import {
   ADMIN, ALICE, BOB, CONTROLLER_POD, CONTROLLER_SOCKET_DIR, DATA_PORT, IDENTITY, NODE_PODS, NODE_SOCKET_DIR, NORTHBOUND_PORT, SOUTHBOUND_PORT,
-  WORKLOAD_CLUSTERS, aliceArgs, appSlimArg, bobArgs, devIssuerConfig, renderSeedConfigs,
+  WORKLOAD_CLUSTERS, aliceArgs, appSlimArg, bobArgs, renderSeedConfigs, startSeedIssuer, type SeedIssuer,
 } from '../harness/seed-deployment.js';
 import type { ConnectionInfo, NodeInfo } from '../client/admin-client.js';
 
@@ -33,18 +34,13 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
   const group = new ProcessGroup();
   let topo: NetnsTopology | undefined;
   let controller: ManagedProcess;
-  let dir: string;
-  const podSocket = (pod: string): string => {
-    const d = join(dir, 'sockets', pod);
-    mkdirSync(d, { recursive: true });
-    return d;
-  };
+  let spire: SeedIssuer;
 
   /** slimctl in the admin cluster, through the controller's LoadBalancer name, as an operator. */
   async function slimctl(...args: string[]): Promise<unknown> {
     const p = group.spawn('slimctl', 'slimctl', [...args, '-o', 'json', '--server', `${ADMIN.lbName}:${NORTHBOUND_PORT}`, '--spiffe-socket', API_SOCKET], {
       netns: topo!.pod('admin', 'slimctl').ns,
-      mounts: [{ source: podSocket('admin-slimctl'), target: NODE_SOCKET_DIR }],
+      mounts: [{ source: spire.dir('admin/slimctl'), target: NODE_SOCKET_DIR }],
     });
     const { code } = await p.exited;
     if (code !== 0) throw new Error(`slimctl ${args.join(' ')} exited ${code}: ${p.tail()}`);
@@ -53,7 +49,7 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
 
   beforeAll(async () => {
     if (why) throw new Error(`CI=true, so the network-namespace e2e test must run, but ${why}`);
-    dir = scratchDir('slim-e2e');
+    const dir = scratchDir('slim-e2e');
     const configs = await renderSeedConfigs();
 
     topo = await NetnsTopology.create({
@@ -66,15 +62,7 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
     });
 
     // SPIRE's part: one socket per pod, each pod's identity as its ClusterSPIFFEID gives it.
-    const workloads = [
-      { socket: join(podSocket(`admin-${CONTROLLER_POD}`), 'api.sock'), spiffeId: IDENTITY.controller },
-      { socket: join(podSocket('admin-slimctl'), 'api.sock'), spiffeId: IDENTITY.operator },
-      { socket: join(podSocket('cluster-a-alice'), 'api.sock'), spiffeId: IDENTITY.alice },
-      { socket: join(podSocket('cluster-b-bob'), 'api.sock'), spiffeId: IDENTITY.bob },
-      ...WORKLOAD_CLUSTERS.flatMap((c) => NODE_PODS.map((pod) => ({ socket: join(podSocket(`${c.name}-${pod}`), 'api.sock'), spiffeId: IDENTITY.node(c) }))),
-    ];
-    const issuer = group.spawn('dev issuer', 'slim-dev-issuer', ['--config', writeConfig(dir, 'dev-issuer.yaml', devIssuerConfig(workloads))]);
-    await issuer.waitForLine(/"msg":"dev issuer ready"/);
+    spire = await startSeedIssuer(group, dir);
 
     // admin.example: the controller pod and its LoadBalancer.
     const ctlPod = topo.pod('admin', CONTROLLER_POD);
@@ -82,7 +70,7 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
     writeFileSync(ctlConfig, configs.controller);
     controller = group.spawn('slim-control', 'slim-controller', ['--config', ctlConfig], {
       netns: ctlPod.ns,
-      mounts: [{ source: podSocket(`admin-${CONTROLLER_POD}`), target: CONTROLLER_SOCKET_DIR }],
+      mounts: [{ source: spire.dir(`admin/${CONTROLLER_POD}`), target: CONTROLLER_SOCKET_DIR }],
     });
     await controller.waitForLine(/"msg":"slim-controller started"/, 20_000);
     const adminLb = topo.lb('admin');
@@ -104,7 +92,7 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
         const node = group.spawn(`${c.name}/${pod}`, 'slim-node', ['--config', config], {
           netns: p.ns,
           env: { SLIM_SVC_ID: pod, MY_POD_IP: p.ip },
-          mounts: [{ source: podSocket(`${c.name}-${pod}`), target: NODE_SOCKET_DIR }],
+          mounts: [{ source: spire.dir(`${c.name}/${pod}`), target: NODE_SOCKET_DIR }],
         });
         started.push(node.waitForLine(/"msg":"slim-node started"/, 20_000));
       }
@@ -127,8 +115,7 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
     const registered = (): string[] =>
       controller.lines.filter((l) => l.includes('Registering node with ID')).map((l) => JSON.parse(l) as { group: string; node_id: string; msg: string })
         .map((o) => { expect(o.msg).toBe(`Registering node with ID ${o.node_id}`); return `${o.group}/${o.node_id}`; });
-    const deadline = Date.now() + 30_000;
-    while (new Set(registered()).size < want.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    await eventually(() => new Set(registered()).size >= want.length, 30_000, 'six registrations');
     expect([...new Set(registered())].sort()).toEqual(want);
 
     const { nodes } = (await slimctl('nodes')) as { nodes: NodeInfo[] };
@@ -144,12 +131,12 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
   it('Bob\'s 10 messages reach Alice across the clusters and her 10 replies come back; links: pod IPs inside a cluster, LoadBalancers between', async () => {
     const alice = group.spawn('alice', 'slim-receiver', aliceArgs(appSlimArg(`https://${WORKLOAD_CLUSTERS[0]!.lbName}:${DATA_PORT}`, API_SOCKET)), {
       netns: topo!.pod('cluster-a', 'alice').ns,
-      mounts: [{ source: podSocket('cluster-a-alice'), target: NODE_SOCKET_DIR }],
+      mounts: [{ source: spire.dir('cluster-a/alice'), target: NODE_SOCKET_DIR }],
     });
     await alice.waitForLine(/waiting for messages/, 20_000);
     const bob = group.spawn('bob', 'slim-sender', bobArgs(appSlimArg(`https://${WORKLOAD_CLUSTERS[1]!.lbName}:${DATA_PORT}`, API_SOCKET)), {
       netns: topo!.pod('cluster-b', 'bob').ns,
-      mounts: [{ source: podSocket('cluster-b-bob'), target: NODE_SOCKET_DIR }],
+      mounts: [{ source: spire.dir('cluster-b/bob'), target: NODE_SOCKET_DIR }],
     });
     // While Bob is connected, both names have their routes: look at the connections they use.
     await bob.waitForLine(/sent "hello", reply/, 40_000);
@@ -169,12 +156,8 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
       const { connections: now } = (await slimctl('connections')) as { connections: ConnectionInfo[] };
       return now.filter((c) => c.group === WORKLOAD_CLUSTERS[1]!.trustDomain && c.connection_id === `group/${WORKLOAD_CLUSTERS[0]!.trustDomain}` && c.state === 'up');
     };
-    const deadline = Date.now() + 20_000;
-    let intoA = await towardA();
-    while (intoA.length < NODE_PODS.length && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 250));
-      intoA = await towardA();
-    }
+    let intoA: ConnectionInfo[] = [];
+    await eventually(async () => (intoA = await towardA()).length >= NODE_PODS.length, 20_000, 'every cluster-b node connected into cluster-a');
     expect(intoA.map((c) => c.node_id).sort()).toEqual(NODE_PODS);
     const all = [...connections, ...intoA];
     const local = all.filter((c) => c.kind === 'local' && c.state === 'up');
