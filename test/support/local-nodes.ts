@@ -18,8 +18,18 @@ export interface NodeSpec {
   extraDataplane?: Record<string, unknown>;
 }
 
+export interface StartNodesOptions {
+  /**
+   * Asked once per configured link, just before node `from`'s config is written: the URL it
+   * should dial instead of node `to`'s own `url` (a LinkTap's, say), or undefined to dial `to`
+   * directly. The "link up" waits still work through a relay: they match on node ids, which
+   * travel in the link negotiation.
+   */
+  via?: (link: { from: string; to: string; url: string }) => string | undefined | Promise<string | undefined>;
+}
+
 /** Starts nodes in order and waits until every configured link is up on both ends. */
-export async function startNodes(group: ProcessGroup, specs: NodeSpec[]): Promise<Map<string, StartedNode>> {
+export async function startNodes(group: ProcessGroup, specs: NodeSpec[], opts: StartNodesOptions = {}): Promise<Map<string, StartedNode>> {
   const dir = scratchDir('slim-test');
   const nodes = new Map<string, StartedNode>();
   for (const spec of specs) {
@@ -28,7 +38,11 @@ export async function startNodes(group: ProcessGroup, specs: NodeSpec[]): Promis
   }
   for (const spec of specs) {
     const n = nodes.get(spec.id)!;
-    const dial = (spec.dial ?? []).map((d) => nodes.get(d)!.url);
+    const dial: string[] = [];
+    for (const d of spec.dial ?? []) {
+      const { url } = nodes.get(d)!;
+      dial.push((await opts.via?.({ from: spec.id, to: d, url })) ?? url);
+    }
     const file = writeConfig(
       dir,
       `${spec.id}.yaml`,
