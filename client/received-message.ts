@@ -3,7 +3,7 @@
 // name string eagerly was most of the receiver's CPU in the two-hop bench.
 
 import { decodeMessage, decodeNameAt, type Name, type RouteView } from '../proto/dataplane.js';
-import { decodeUtf8 } from '../proto/wire.js';
+import { bytesEqualAt, decodeUtf8 } from '../proto/wire.js';
 
 const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
 
@@ -71,6 +71,11 @@ export class ReceivedMessage {
 
   get contentType(): string {
     return decodeUtf8(this.buf, this.v.contentTypeStart, this.v.contentTypeEnd);
+  }
+
+  /** Compares the content type with `utf8` without decoding it (checked for every received message). */
+  hasContentType(utf8: Uint8Array): boolean {
+    return this.v.contentTypeEnd - this.v.contentTypeStart === utf8.length && bytesEqualAt(this.buf, this.v.contentTypeStart, this.v.contentTypeEnd, utf8);
   }
 
   get metadata(): Record<string, string> {

@@ -29,6 +29,8 @@ import { Status, statusName, type StatusInfo } from '../transport/grpc-status.js
 import { SessionPool } from '../transport/session-pool.js';
 import { ConnectionTls } from '../identity/connection-tls.js';
 import { ReceivedMessage } from './received-message.js';
+import { SESSION_CONTENT_TYPE } from '../proto/session.js';
+import { SessionLayer, type SessionLayerOptions } from './session/session-layer.js';
 import { parseSlimEndpoint, type SlimEndpoint } from './slim-endpoint.js';
 
 export { ReceivedMessage } from './received-message.js';
@@ -80,8 +82,12 @@ export interface SlimAppOptions {
   /** Received messages buffered for a slow consumer before reading from the node pauses. */
   receiveBuffer?: number;
   limits?: Partial<ChannelLimits>;
+  /** How this app takes part in sessions others open (see `sessions`). */
+  sessions?: SessionLayerOptions;
   log?: Logger;
 }
+
+const SESSION_CONTENT_TYPE_BYTES = Buffer.from(SESSION_CONTENT_TYPE);
 
 type State = 'connecting' | 'ready' | 'reconnecting' | 'closed';
 
@@ -107,7 +113,9 @@ export class SlimApp extends EventEmitter {
    */
   readonly identity: string;
   readonly endpoint: SlimEndpoint;
-  private readonly opts: Required<Omit<SlimAppOptions, 'log' | 'instance' | 'limits' | 'name' | 'slim'>>;
+  private readonly opts: Required<Omit<SlimAppOptions, 'log' | 'instance' | 'limits' | 'name' | 'slim' | 'sessions'>>;
+  private readonly sessionOptions: SessionLayerOptions | undefined;
+  private sessionLayer: SessionLayer | undefined;
   private readonly limits: ChannelLimits;
   private readonly pool = new SessionPool();
   private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5_000, factor: 2 });
@@ -156,6 +164,7 @@ export class SlimApp extends EventEmitter {
     };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.log = opts.log;
+    this.sessionOptions = opts.sessions;
     this.subscriptions.set(formatName(this.name), this.name);
     this.on('error', () => undefined);
   }
@@ -347,6 +356,7 @@ export class SlimApp extends EventEmitter {
       }
       case 'error': {
         const failure = new DeliveryFailure(m.error);
+        if (this.sessionLayer?.deliveryFailed(failure.messageId, failure.destination, failure.message)) return;
         const p = this.pendingRequests.get(m.error.messageId);
         if (p) {
           this.pendingRequests.delete(m.error.messageId);
@@ -364,6 +374,10 @@ export class SlimApp extends EventEmitter {
   }
 
   private deliver(msg: ReceivedMessage): void {
+    if (msg.hasContentType(SESSION_CONTENT_TYPE_BYTES)) {
+      this.sessions.handle(msg);
+      return;
+    }
     const handler = this.handler;
     if (handler) {
       this.callUser(() => handler(msg));
@@ -438,6 +452,16 @@ export class SlimApp extends EventEmitter {
       [Symbol.asyncIterator]: () => it,
     };
     return it;
+  }
+
+  // -- sessions -----------------------------------------------------------------------------
+
+  /**
+   * Sessions over this connection: point-to-point and group, reliable or best effort, with or
+   * without MLS end-to-end encryption. Session traffic never reaches messages()/onMessage().
+   */
+  get sessions(): SessionLayer {
+    return (this.sessionLayer ??= new SessionLayer(this, this.sessionOptions, this.log));
   }
 
   // -- sending ------------------------------------------------------------------------------
@@ -566,6 +590,8 @@ export class SlimApp extends EventEmitter {
   /** Closes the connection; pending requests reject and the message iterator ends. */
   close(): void {
     if (this.state === 'closed') return;
+    // Peers hear the sessions end (best effort: the frames go out before the stream closes).
+    void this.sessionLayer?.closeAll();
     this.state = 'closed';
     clearTimeout(this.reconnectTimer);
     this.channel?.close(Status.OK, 'app closing');

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-function protoPath(file: string): string {
+export function protoPath(file: string): string {
   // Source (vitest, tsx) sits beside the .proto; the build runs from dist/proto/.
   for (const rel of [`./${file}`, `../../proto/${file}`]) {
     const p = fileURLToPath(new URL(rel, import.meta.url));

@@ -1,0 +1,553 @@
+// A group session: a moderator creates it on a channel name, invites participants by name and
+// removes them; members leave by asking the moderator. Every membership change is one commit
+// (an MLS commit with MLS) that the moderator delivers to every member and waits for, one change
+// at a time, so all members go through the same sequence of epochs. Data is multicast on the
+// channel; each receiver acknowledges to the sender, which retransmits to the ones missing.
+// Every member multicasts heartbeats; a member silent for `missedHeartbeats` intervals is
+// reported offline (and online again when heard).
+
+import { randomUUID } from 'node:crypto';
+import { formatName, nameProblem, parseName, type Name } from '../../proto/dataplane.js';
+import { FrameType, SessionKind, frame, type Member, type SessionFrame } from '../../proto/session.js';
+import type { ReceivedMessage } from '../received-message.js';
+import { MlsGroup, MlsRefused, keyPackageIdentity, type MlsKeyPackage } from './mls-group.js';
+import { reliabilityOptions } from './reliability.js';
+import type { SessionLayer } from './session-layer.js';
+import { Session, SessionError, provenIdentity, type SessionKindName, type SessionOptions } from './session.js';
+
+export interface GroupOptions extends SessionOptions {
+  /** Heartbeat interval every member uses (default 1000 ms). */
+  heartbeatMs?: number;
+  /** Heartbeats missed before a member is reported offline (default 3). */
+  missedHeartbeats?: number;
+  /** How long an invitation looks for an instance of the invited name (default 15 s). */
+  inviteTimeoutMs?: number;
+}
+
+export type MembershipChange = 'joined' | 'left' | 'removed' | 'offline' | 'online';
+
+export interface MembershipEvent {
+  type: MembershipChange;
+  member: Member;
+  /** Members after the change. */
+  members: Member[];
+  epoch: number;
+}
+
+const MULTICAST = true;
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- typed events for an EventEmitter
+export interface GroupSession {
+  /** A member joined, left, was removed, went silent (offline) or was heard again (online). */
+  on(event: 'membership', listener: (e: MembershipEvent) => void): this;
+  on(event: 'closed', listener: (reason: string) => void): this;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- typed events for an EventEmitter
+export class GroupSession extends Session {
+  readonly kind: SessionKindName = 'group';
+  readonly channel: Name;
+  private moderatorName: Name;
+  private moderatorIdentity: string;
+  private readonly isModerator: boolean;
+  private readonly memberMap = new Map<string, Member>();
+  private version = 0;
+  private readonly heartbeatMs: number;
+  private readonly missed: number;
+  private readonly inviteTimeoutMs: number;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private readonly lastHeard = new Map<string, number>();
+  private readonly offline = new Set<string>();
+  /** Membership changes run one at a time (moderator). */
+  private changes: Promise<unknown> = Promise.resolve();
+  private keyPackage: MlsKeyPackage | undefined;
+  private joinTimer: NodeJS.Timeout | undefined;
+  private channelJoined = false;
+  private leaving: Promise<void> | undefined;
+
+  private constructor(
+    layer: SessionLayer,
+    id: string,
+    mls: boolean,
+    opts: GroupOptions,
+    channel: Name,
+    moderator: Member,
+    isModerator: boolean,
+  ) {
+    super(id, mls, reliabilityOptions(opts.reliability), layer);
+    this.channel = Object.freeze({ ...channel, instance: '' });
+    this.moderatorName = moderator.name;
+    this.moderatorIdentity = moderator.identity;
+    this.isModerator = isModerator;
+    this.heartbeatMs = opts.heartbeatMs ?? 1000;
+    this.missed = opts.missedHeartbeats ?? 3;
+    this.inviteTimeoutMs = opts.inviteTimeoutMs ?? 15_000;
+    if (!Number.isInteger(this.heartbeatMs) || this.heartbeatMs <= 0) throw new RangeError(`group session: heartbeatMs must be a positive integer, got ${this.heartbeatMs}`);
+    if (!Number.isInteger(this.missed) || this.missed <= 0) throw new RangeError(`group session: missedHeartbeats must be a positive integer, got ${this.missed}`);
+  }
+
+  /** Current members (this app included). */
+  get members(): Member[] {
+    return [...this.memberMap.values()];
+  }
+
+  get moderator(): Member {
+    return { name: this.moderatorName, identity: this.moderatorIdentity };
+  }
+
+  get amModerator(): boolean {
+    return this.isModerator;
+  }
+
+  /** Membership version: the MLS epoch with MLS, else a counter the moderator advances. */
+  override get epoch(): number {
+    return this.version;
+  }
+
+  /** Members currently reported offline (formatted names). */
+  get offlineMembers(): string[] {
+    return [...this.offline];
+  }
+
+  // -- moderator ----------------------------------------------------------------------------
+
+  static async create(layer: SessionLayer, channel: Name, opts: GroupOptions): Promise<GroupSession> {
+    const problem = nameProblem({ ...channel, instance: channel.instance || 'x' });
+    if (problem) throw new SessionError(`group channel ${formatName(channel)}: ${problem}`);
+    const me: Member = { name: layer.host.name, identity: layer.myIdentity };
+    const s = new GroupSession(layer, randomUUID(), opts.mls ?? false, opts, channel, me, true);
+    s.memberMap.set(formatName(me.name), me);
+    if (s.mls) {
+      s.mlsGroup = await MlsGroup.create(await layer.mlsIdentity(), Buffer.from(s.id));
+      s.version = Number(s.mlsGroup.epoch);
+    }
+    layer.register(s);
+    try {
+      await layer.joinChannel(s.channel);
+      s.channelJoined = true;
+    } catch (err) {
+      s.finish(`cannot subscribe to ${formatName(s.channel)}: ${(err as Error).message}`);
+      throw err;
+    }
+    s.state = 'open';
+    s.startHeartbeats();
+    s.log?.info({ channel: formatName(s.channel), mls: s.mls }, 'group session created');
+    return s;
+  }
+
+  /** Invites one instance of `name` (anycast without an instance); resolves with the new member once every member has the change. */
+  invite(name: Name | string): Promise<Member> {
+    const n = typeof name === 'string' ? parseName(name) : name;
+    return this.serialized(() => this.doInvite(n));
+  }
+
+  /** Removes a member (its exact name, or a service name when only one instance is a member). */
+  remove(name: Name | string): Promise<void> {
+    return this.serialized(async () => {
+      const m = this.findMember(typeof name === 'string' ? name : formatName(name));
+      await this.removeMember(m, 'removed');
+    });
+  }
+
+  private serialized<T>(op: () => Promise<T>): Promise<T> {
+    this.requireModerator();
+    const run = this.changes.then(op, op);
+    this.changes = run.catch(() => undefined);
+    return run;
+  }
+
+  private requireModerator(): void {
+    if (!this.isModerator) throw new SessionError(`only the moderator (${formatName(this.moderatorName)}) changes the membership of session ${this.id}`);
+    this.requireOpen();
+  }
+
+  private findMember(text: string): Member {
+    const exact = this.memberMap.get(text);
+    if (exact) return exact;
+    const matches = [...this.memberMap.entries()].filter(([k]) => k.startsWith(`${text}/`));
+    if (matches.length === 1) return matches[0]![1];
+    if (matches.length > 1) throw new SessionError(`${text} matches ${matches.length} members (${matches.map(([k]) => k).join(', ')}); name the instance`);
+    throw new SessionError(`${text} is not a member of session ${this.id}`);
+  }
+
+  private async doInvite(name: Name): Promise<Member> {
+    this.requireOpen();
+    const discover = frame({
+      sessionId: this.id,
+      type: FrameType.Discover,
+      kind: SessionKind.Group,
+      mls: this.mls,
+      channel: this.channel,
+      moderator: this.moderatorName,
+      heartbeatMs: this.heartbeatMs,
+      reliable: this.reliability.reliable,
+    });
+    const deadline = Date.now() + this.inviteTimeoutMs;
+    for (;;) {
+      const { frame: answer, msg } = await this.request(name, discover, [FrameType.Join, FrameType.Refuse], {
+        what: `the invitation of ${formatName(name)}`,
+        deadlineMs: Math.max(1, deadline - Date.now()),
+        tries: Number.MAX_SAFE_INTEGER,
+        anyone: true,
+      });
+      const source = formatName(msg.source!);
+      if (this.memberMap.has(source)) throw new SessionError(`${source} is already a member of session ${this.id}`);
+      if (answer.type === FrameType.Refuse) throw new SessionError(`${source} refused the invitation: ${answer.reason}`);
+      const member: Member = { name: msg.source!, identity: provenIdentity(msg) };
+      if (this.mlsGroup) {
+        let offered: string;
+        try {
+          offered = await keyPackageIdentity(answer.body);
+        } catch (err) {
+          if (!(err instanceof MlsRefused)) throw err;
+          this.layer.drop(err.reason, `key package from ${source}: ${err.message}`, { session: this.id });
+          continue;
+        }
+        if (offered !== member.identity) {
+          this.layer.drop('bad-credential', `${source} proves ${member.identity} but its MLS credential claims ${offered}`, { session: this.id });
+          continue;
+        }
+      }
+      const others = this.otherMembers();
+      let commit: Uint8Array = new Uint8Array(0);
+      let welcome: Uint8Array = new Uint8Array(0);
+      if (this.mlsGroup) ({ commit, welcome } = await this.mlsGroup.add([answer.body]));
+      this.memberMap.set(source, member);
+      this.version = this.mlsGroup ? Number(this.mlsGroup.epoch) : this.version + 1;
+      await this.deliverCommit(others, commit, 'joined');
+      await this.request(member.name, this.stateFrame(FrameType.Welcome, welcome, 'joined'), [FrameType.WelcomeAck], { what: 'the group welcome' }).catch((err: Error) => {
+        this.log?.warn({ member: source, reason: err.message }, 'the invited member did not confirm its welcome');
+      });
+      this.lastHeard.set(source, Date.now());
+      this.membership('joined', member);
+      return member;
+    }
+  }
+
+  private async removeMember(m: Member, why: 'removed' | 'left', request?: { frame: SessionFrame; to: Name }): Promise<void> {
+    const key = formatName(m.name);
+    if (key === formatName(this.moderatorName)) throw new SessionError('the moderator cannot remove itself; close the session instead');
+    let commit: Uint8Array = new Uint8Array(0);
+    if (this.mlsGroup) ({ commit } = await this.mlsGroup.remove([m.identity]));
+    this.memberMap.delete(key);
+    this.dropMember(key);
+    this.version = this.mlsGroup ? Number(this.mlsGroup.epoch) : this.version + 1;
+    await this.deliverCommit(this.otherMembers(), commit, why);
+    // Tell the member itself; a leaver's request gets this as its answer.
+    if (request) this.answer(request.to, request.frame, { type: FrameType.Removed, reason: why, epoch: this.version });
+    else {
+      await this.request(m.name, frame({ sessionId: this.id, type: FrameType.Removed, reason: why, epoch: this.version }), [FrameType.CommitAck], {
+        what: 'the removal notice',
+      }).catch((err: Error) => this.log?.warn({ member: key, reason: err.message }, 'the removed member did not confirm'));
+    }
+    this.membership(why, m);
+  }
+
+  /** Sends the commit to each member and waits for all of them (or their retries to run out). */
+  private async deliverCommit(to: Member[], commit: Uint8Array, why: MembershipChange): Promise<void> {
+    const f = this.stateFrame(FrameType.Commit, commit, why);
+    const results = await Promise.allSettled(to.map((m) => this.request(m.name, f, [FrameType.CommitAck], { what: `the commit for epoch ${this.version}` })));
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') this.log?.warn({ member: formatName(to[i]!.name), epoch: this.version, reason: (r.reason as Error).message }, 'a member did not acknowledge a commit');
+    });
+  }
+
+  private stateFrame(type: FrameType, body: Uint8Array, why: string): SessionFrame {
+    return frame({
+      sessionId: this.id,
+      type,
+      kind: SessionKind.Group,
+      mls: this.mls,
+      body,
+      members: this.members,
+      epoch: this.version,
+      reason: why,
+      channel: this.channel,
+      moderator: this.moderatorName,
+      heartbeatMs: this.heartbeatMs,
+      reliable: this.reliability.reliable,
+    });
+  }
+
+  private otherMembers(): Member[] {
+    const me = formatName(this.layer.host.name);
+    return this.members.filter((m) => formatName(m.name) !== me);
+  }
+
+  // -- invited member -----------------------------------------------------------------------
+
+  /** The invited side, created when an invitation arrives. */
+  static invited(layer: SessionLayer, f: SessionFrame, msg: ReceivedMessage): GroupSession {
+    const moderator: Member = { name: msg.source!, identity: provenIdentity(msg) };
+    const s = new GroupSession(
+      layer,
+      f.sessionId,
+      f.mls,
+      { reliability: { reliable: f.reliable }, heartbeatMs: f.heartbeatMs || undefined },
+      f.channel!,
+      moderator,
+      false,
+    );
+    s.joinTimer = setTimeout(() => {
+      if (s.state === 'opening') s.finish('the moderator never completed the invitation');
+    }, layer.opts.joinTimeoutMs);
+    s.joinTimer.unref?.();
+    return s;
+  }
+
+  protected override async handleControl(f: SessionFrame, msg: ReceivedMessage): Promise<void> {
+    const from = formatName(msg.source!);
+    if (f.type === FrameType.Heartbeat) {
+      this.heard(from, provenIdentity(msg), f.low);
+      return;
+    }
+    if (this.isModerator) {
+      if (f.type === FrameType.Leave) return this.leaveRequested(f, msg);
+      if (f.type === FrameType.Join) return; // a late answer to an invitation already settled
+      this.layer.drop('unexpected', `${FrameType[f.type]} from ${from} is not expected by the moderator`, { session: this.id });
+      return;
+    }
+    if (from !== formatName(this.moderatorName) || provenIdentity(msg) !== this.moderatorIdentity) {
+      this.layer.drop('not-moderator', `${FrameType[f.type]} from ${from}, which is not the moderator`, { session: this.id });
+      return;
+    }
+    switch (f.type) {
+      case FrameType.Discover:
+        if (this.state === 'open') {
+          this.answer(msg.source!, f, { type: FrameType.Refuse, reason: 'already a member of this session' });
+          return;
+        }
+        if (!this.channelJoined) {
+          // Subscribed before answering, so the commit's multicasts already find this member.
+          await this.layer.joinChannel(this.channel);
+          this.channelJoined = true;
+        }
+        if (this.mls) this.keyPackage ??= await (await this.layer.mlsIdentity()).newKeyPackage();
+        this.answer(msg.source!, f, { type: FrameType.Join, body: this.keyPackage?.bytes ?? new Uint8Array(0) });
+        return;
+      case FrameType.Welcome:
+        if (this.state === 'opening') await this.welcomed(f);
+        this.answer(msg.source!, f, { type: FrameType.WelcomeAck });
+        return;
+      case FrameType.Commit:
+        if (this.state !== 'open') return; // not acknowledged: it comes again once the welcome is in
+        if (f.epoch > this.version) await this.applyCommit(f);
+        this.answer(msg.source!, f, { type: FrameType.CommitAck });
+        return;
+      case FrameType.Removed:
+        this.answer(msg.source!, f, { type: FrameType.CommitAck });
+        this.membership(f.reason === 'left' ? 'left' : 'removed', this.self());
+        this.finish(`${f.reason === 'left' ? 'left' : 'removed by the moderator'}`);
+        return;
+      case FrameType.Close:
+        this.answer(msg.source!, f, { type: FrameType.CommitAck });
+        this.finish(f.reason ? `closed by the moderator: ${f.reason}` : 'closed by the moderator');
+        return;
+      default:
+        this.layer.drop('unexpected', `${FrameType[f.type]} is not expected by a member`, { session: this.id });
+    }
+  }
+
+  private async welcomed(f: SessionFrame): Promise<void> {
+    if (this.mls) {
+      if (!this.keyPackage) throw new MlsRefused('wrong-key-package', 'a welcome arrived before this member offered a key package');
+      const group = await MlsGroup.join(await this.layer.mlsIdentity(), this.keyPackage, f.body);
+      this.checkRoster(group, f.members);
+      this.mlsGroup = group;
+      this.version = Number(group.epoch);
+    } else {
+      this.version = f.epoch;
+    }
+    this.setMembers(f.members);
+    clearTimeout(this.joinTimer);
+    this.state = 'open';
+    const now = Date.now();
+    for (const k of this.memberMap.keys()) this.lastHeard.set(k, now);
+    this.startHeartbeats();
+    this.log?.info({ channel: formatName(this.channel), members: this.memberMap.size, mls: this.mls }, 'joined group session');
+    this.layer.announce(this);
+  }
+
+  /** The moderator's member list must be what the MLS group says, identity for identity. */
+  private checkRoster(group: MlsGroup, members: Member[]): void {
+    const mls = group.members().map((m) => m.identity).sort();
+    const listed = members.map((m) => m.identity).sort();
+    if (mls.length !== listed.length || mls.some((id, i) => id !== listed[i])) {
+      throw new MlsRefused('bad-credential', `member list (${listed.join(', ')}) does not match the MLS group (${mls.join(', ')})`);
+    }
+    if (!mls.includes(this.moderatorIdentity)) throw new MlsRefused('not-member', `the moderator ${this.moderatorIdentity} is not in the MLS group`);
+  }
+
+  private async applyCommit(f: SessionFrame): Promise<void> {
+    if (this.mlsGroup) {
+      const effect = await this.mlsGroup.processCommit(f.body, { allowedCommitters: [this.moderatorIdentity] });
+      if (effect.removedMe) {
+        this.membership('removed', this.self());
+        this.finish('removed by the moderator');
+        return;
+      }
+      this.checkRoster(this.mlsGroup, f.members);
+      this.version = Number(this.mlsGroup.epoch);
+    } else {
+      if (f.epoch !== this.version + 1) {
+        this.layer.drop('epoch-gap', `commit for epoch ${f.epoch}, this member is at ${this.version}`, { session: this.id });
+        return;
+      }
+      this.version = f.epoch;
+    }
+    const before = new Map(this.memberMap);
+    this.setMembers(f.members);
+    for (const [k, m] of this.memberMap) {
+      if (!before.has(k)) {
+        this.lastHeard.set(k, Date.now());
+        this.membership('joined', m);
+      }
+    }
+    for (const [k, m] of before) {
+      if (!this.memberMap.has(k)) {
+        this.dropMember(k);
+        this.membership(f.reason === 'left' ? 'left' : 'removed', m);
+      }
+    }
+  }
+
+  private setMembers(members: Member[]): void {
+    this.memberMap.clear();
+    for (const m of members) this.memberMap.set(formatName(m.name), m);
+  }
+
+  private self(): Member {
+    return { name: this.layer.host.name, identity: this.layer.myIdentity };
+  }
+
+  /** Asks the moderator to take this member out; resolves when it has (or after its retries). */
+  leave(): Promise<void> {
+    if (this.isModerator) return this.close();
+    if (this.state !== 'open') return Promise.resolve();
+    this.leaving ??= this.request(this.moderatorName, frame({ sessionId: this.id, type: FrameType.Leave }), [FrameType.Removed], { what: 'the leave request' })
+      .then(
+        () => undefined,
+        (err: Error) => this.log?.warn({ reason: err.message }, 'the moderator did not confirm the leave; leaving anyway'),
+      )
+      .then(() => {
+        if (this.state !== 'closed') {
+          this.membership('left', this.self());
+          this.finish('left the group');
+        }
+      });
+    return this.leaving;
+  }
+
+  private leaveRequested(f: SessionFrame, msg: ReceivedMessage): void {
+    const key = formatName(msg.source!);
+    const m = this.memberMap.get(key);
+    if (!m) {
+      // Already out (a retransmitted request): answer again.
+      this.answer(msg.source!, f, { type: FrameType.Removed, reason: 'left', epoch: this.version });
+      return;
+    }
+    if (provenIdentity(msg) !== m.identity) {
+      this.layer.drop('identity-mismatch', `leave request for ${key} proves ${provenIdentity(msg)}, member is ${m.identity}`, { session: this.id });
+      return;
+    }
+    // Not awaited: the frame queue must keep moving (the commit's acknowledgements come through it).
+    void this.serialized(() => (this.memberMap.has(key) ? this.removeMember(m, 'left', { frame: f, to: msg.source! }) : Promise.resolve())).catch((err: Error) =>
+      this.log?.warn({ member: key, reason: err.message }, 'could not remove a leaving member'),
+    );
+  }
+
+  // -- liveness -----------------------------------------------------------------------------
+
+  private startHeartbeats(): void {
+    this.heartbeatTimer = setInterval(() => this.beat(), this.heartbeatMs);
+    this.heartbeatTimer.unref?.();
+    this.beat();
+  }
+
+  private beat(): void {
+    if (this.state !== 'open') return;
+    // Alone in the group (a moderator before its first invitation) there is nobody to tell.
+    if (this.memberMap.size > 1) this.layer.transmit(this.channel, frame({ sessionId: this.id, type: FrameType.Heartbeat, low: this.outbound.low, epoch: this.version }), MULTICAST);
+    const now = Date.now();
+    const me = formatName(this.layer.host.name);
+    for (const [k, m] of this.memberMap) {
+      if (k === me || this.offline.has(k)) continue;
+      if (now - (this.lastHeard.get(k) ?? now) > this.heartbeatMs * this.missed) {
+        this.offline.add(k);
+        this.membership('offline', m);
+      }
+    }
+  }
+
+  private heard(from: string, identity: string, low: number): void {
+    const m = this.memberMap.get(from);
+    if (!m || m.identity !== identity) {
+      // A member this side does not know yet (its commit is on the way) or an impostor.
+      this.layer.drop('not-member', `heartbeat from ${from}, which is not a member`, { session: this.id }, 'debug');
+      return;
+    }
+    this.lastHeard.set(from, Date.now());
+    this.advanceInbound(from, low);
+    if (this.offline.delete(from)) this.membership('online', m);
+  }
+
+  private dropMember(key: string): void {
+    this.outbound.forget(key);
+    this.forgetInbound(key);
+    this.lastHeard.delete(key);
+    this.offline.delete(key);
+  }
+
+  private membership(type: MembershipChange, member: Member): void {
+    const ev: MembershipEvent = { type, member, members: this.members, epoch: this.version };
+    this.log?.info({ change: type, member: formatName(member.name), epoch: this.version }, 'group membership');
+    try {
+      this.emit('membership', ev);
+    } catch (err) {
+      this.layer.handlerError(err);
+    }
+  }
+
+  // -- data ---------------------------------------------------------------------------------
+
+  protected recipients(): string[] {
+    const me = formatName(this.layer.host.name);
+    return [...this.memberMap.keys()].filter((k) => k !== me);
+  }
+
+  protected recipientName(key: string): Name | undefined {
+    return this.memberMap.get(key)?.name;
+  }
+
+  protected transmitData(f: SessionFrame, recipients: string[]): void {
+    if (recipients.length > 0) this.layer.transmit(this.channel, f, MULTICAST);
+  }
+
+  protected memberIdentity(source: string): string | undefined {
+    return this.memberMap.get(source)?.identity;
+  }
+
+  // -- closing ------------------------------------------------------------------------------
+
+  /** Moderator: ends the session for everyone. Member: same as leave(). */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    if (!this.isModerator) return this.leave();
+    if (this.state === 'open') {
+      const f = frame({ sessionId: this.id, type: FrameType.Close, reason: 'closed by the moderator' });
+      await Promise.allSettled(this.otherMembers().map((m) => this.request(m.name, f, [FrameType.CommitAck], { what: 'the close notice', tries: 3 })));
+    }
+    this.finish('closed by the application');
+  }
+
+  protected override finish(reason: string): void {
+    if (this.state === 'closed') return;
+    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.joinTimer);
+    if (this.channelJoined) {
+      this.channelJoined = false;
+      this.layer.leaveChannel(this.channel);
+    }
+    super.finish(reason);
+  }
+}

@@ -1,0 +1,363 @@
+// What point-to-point and group sessions share: the serial frame queue, request/answer
+// exchanges with retransmission, reliable data with acknowledgements, end-to-end protection of
+// payloads (MLS or none), and the application-facing message stream.
+
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { formatName, type Name } from '../../proto/dataplane.js';
+import { FrameType, frame, type SessionFrame } from '../../proto/session.js';
+import type { ReceivedMessage } from '../received-message.js';
+import { AsyncQueue } from './async-queue.js';
+import { MlsRefused, type MlsGroup } from './mls-group.js';
+import { Inbound, Outbound, type ReliabilityOptions } from './reliability.js';
+import type { SessionLayer } from './session-layer.js';
+
+export type SessionKindName = 'point-to-point' | 'group';
+
+/** An application message received on a session, in order, decrypted and authenticated. */
+export interface SessionMessage {
+  payload: Buffer;
+  /** The sending app's name, with its instance. */
+  source: Name;
+  /** The sender's proven identity: its SPIFFE ID (with MLS, also its MLS credential). */
+  identity: string;
+  /** The sender's sequence number in this session. */
+  seq: number;
+}
+
+export class SessionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SessionError';
+  }
+}
+
+export interface SessionOptions {
+  /** End-to-end encryption with MLS (default false). */
+  mls?: boolean;
+  reliability?: Partial<ReliabilityOptions>;
+}
+
+/** Identity a peer is held to: the node-stamped SPIFFE ID, or its name on plaintext links. */
+export function provenIdentity(msg: ReceivedMessage): string {
+  return msg.identity || (msg.source ? nameIdentity(msg.source) : '');
+}
+
+/** The identity of an app on a plaintext link, where no certificate proves anything. */
+export function nameIdentity(n: Name): string {
+  return `slim-name:${formatName(n)}`;
+}
+
+/** Additional authenticated data of a data frame: MLS then refuses a ciphertext moved to another seq or session. */
+function dataAad(sessionId: string, seq: number): Uint8Array {
+  return Buffer.from(`${sessionId}/${seq}`);
+}
+
+interface PendingRequest {
+  answers: FrameType[];
+  /** Formatted name the answer must come from; undefined = anyone (a discovery). */
+  from: string | undefined;
+  resolve(r: { frame: SessionFrame; msg: ReceivedMessage }): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- typed events for an EventEmitter
+export interface Session {
+  /** The session ended here; `reason` says why (closed by either side, removed, left). */
+  on(event: 'closed', listener: (reason: string) => void): this;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- typed events for an EventEmitter
+export abstract class Session extends EventEmitter {
+  abstract readonly kind: SessionKindName;
+  protected state: 'opening' | 'open' | 'closed' = 'opening';
+  protected mlsGroup: MlsGroup | undefined;
+  protected readonly outbound: Outbound<SessionFrame>;
+  private readonly inbound = new Map<string, Inbound<SessionMessage>>();
+  private readonly queue: AsyncQueue<SessionMessage>;
+  private chain: Promise<void> = Promise.resolve();
+  private nextRequest = 1;
+  private readonly pending = new Map<number, PendingRequest>();
+  protected readonly log: Logger | undefined;
+  /** Received messages handed to the application. */
+  delivered = 0;
+
+  protected constructor(
+    readonly id: string,
+    readonly mls: boolean,
+    protected readonly reliability: ReliabilityOptions,
+    protected readonly layer: SessionLayer,
+  ) {
+    super();
+    this.log = layer.log?.child({ session: id });
+    this.queue = new AsyncQueue((err) => layer.handlerError(err));
+    this.outbound = new Outbound(id, reliability, {
+      retransmit: (f, _seq, to) => {
+        const again = { ...f, low: this.outbound.low };
+        for (const key of to) {
+          const dest = this.recipientName(key);
+          if (dest) this.layer.transmit(dest, again);
+        }
+      },
+    });
+  }
+
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /** The MLS epoch (membership version without MLS is tracked by group sessions). */
+  get epoch(): number {
+    return this.mlsGroup ? Number(this.mlsGroup.epoch) : 0;
+  }
+
+  /** The MLS group state, for inspection (members, epoch); undefined without MLS. */
+  get mlsState(): MlsGroup | undefined {
+    return this.mlsGroup;
+  }
+
+  // -- application side ---------------------------------------------------------------------
+
+  /** Messages received on this session, in order; ends when the session closes. */
+  messages(): AsyncIterableIterator<SessionMessage> {
+    return this.queue.iterate();
+  }
+
+  /** Delivers every message to `handler` instead of the iterator. */
+  onMessage(handler: (m: SessionMessage) => void): void {
+    this.queue.setHandler(handler);
+  }
+
+  /**
+   * Sends `payload` to the other member(s). Reliable sessions resolve when every recipient
+   * acknowledged it and reject with a SessionDeliveryError when retries run out; best-effort
+   * sessions resolve once it is handed to the node.
+   */
+  async send(payload: Uint8Array | string): Promise<void> {
+    this.requireOpen();
+    const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    await this.outbound.slot();
+    this.requireOpen();
+    const seq = this.outbound.take();
+    let body: Uint8Array;
+    try {
+      body = this.mlsGroup ? await this.mlsGroup.encrypt(bytes, dataAad(this.id, seq)) : bytes;
+    } catch (err) {
+      this.outbound.abandon(seq);
+      throw err;
+    }
+    const f = frame({ sessionId: this.id, type: FrameType.Data, seq, low: this.outbound.low, body, reliable: this.reliability.reliable });
+    const recipients = this.recipients();
+    const done = this.outbound.track(seq, f, recipients);
+    this.transmitData(f, recipients);
+    return done;
+  }
+
+  protected requireOpen(): void {
+    if (this.state !== 'open') throw new SessionError(`session ${this.id} is ${this.state === 'closed' ? 'closed' : 'not open yet'}`);
+  }
+
+  // -- what each kind of session decides -------------------------------------------------------
+
+  /** Keys (formatted names) of the members a data message must reach. */
+  protected abstract recipients(): string[];
+  /** The name to send to for a recipient key; undefined when it is no longer a member. */
+  protected abstract recipientName(key: string): Name | undefined;
+  /** First transmission of a data frame (unicast, or multicast on a group channel). */
+  protected abstract transmitData(f: SessionFrame, recipients: string[]): void;
+  /** The identity a member must prove for data from `source`; undefined when it is not a member. */
+  protected abstract memberIdentity(source: string): string | undefined;
+  /** A control frame for this session (anything but DATA/ACK and request answers). */
+  protected abstract handleControl(f: SessionFrame, msg: ReceivedMessage): Promise<void>;
+
+  // -- receive path -------------------------------------------------------------------------
+
+  /** Frames of one session are handled one at a time, in arrival order (MLS state is sequential). */
+  enqueue(f: SessionFrame, msg: ReceivedMessage): void {
+    this.chain = this.chain.then(
+      () => this.handle(f, msg),
+    ).catch((err: unknown) => {
+      if (err instanceof MlsRefused) this.layer.drop(err.reason, err.message, { session: this.id, type: FrameType[f.type] });
+      else this.layer.drop('failed', (err as Error).message, { session: this.id, type: FrameType[f.type] });
+    });
+  }
+
+  private async handle(f: SessionFrame, msg: ReceivedMessage): Promise<void> {
+    if (this.state === 'closed') {
+      this.layer.drop('closed-session', 'frame for a closed session', { session: this.id, type: FrameType[f.type] }, 'debug');
+      return;
+    }
+    const p = this.pending.get(f.seq);
+    if (p && p.answers.includes(f.type) && (p.from === undefined || p.from === formatName(msg.source!))) {
+      this.pending.delete(f.seq);
+      clearTimeout(p.timer);
+      p.resolve({ frame: f, msg });
+      return;
+    }
+    switch (f.type) {
+      case FrameType.Data:
+        return this.receiveData(f, msg);
+      case FrameType.Ack:
+        this.receiveAck(f, msg);
+        return;
+      default:
+        return this.handleControl(f, msg);
+    }
+  }
+
+  private async receiveData(f: SessionFrame, msg: ReceivedMessage): Promise<void> {
+    if (this.state !== 'open') {
+      // Not acknowledged: the sender retransmits once this side is in.
+      this.layer.drop('not-ready', 'data before the session was established here', { session: this.id }, 'debug');
+      return;
+    }
+    const source = formatName(msg.source!);
+    const expected = this.memberIdentity(source);
+    const identity = provenIdentity(msg);
+    if (expected === undefined) {
+      this.layer.drop('not-member', `data from ${source}, which is not a member`, { session: this.id, identity });
+      return;
+    }
+    if (identity !== expected) {
+      this.layer.drop('identity-mismatch', `data from ${source} proves ${identity || 'no identity'}, member is ${expected}`, { session: this.id });
+      return;
+    }
+    const reliable = f.reliable;
+    let inb = this.inbound.get(source);
+    if (!inb) {
+      inb = new Inbound<SessionMessage>(this.reliability.window, (m) => this.deliver(m));
+      this.inbound.set(source, inb);
+    }
+    if (reliable) {
+      const arrival = inb.arrival(f.seq, f.low);
+      if (arrival === 'duplicate') {
+        this.layer.stats.duplicates++;
+        this.sendAck(msg.source!, f.seq);
+        return;
+      }
+      if (arrival === 'beyond-window') {
+        this.layer.drop('beyond-window', `message ${f.seq} is beyond the receive window`, { session: this.id, source });
+        return;
+      }
+    }
+    let payload: Buffer;
+    if (this.mlsGroup) {
+      const opened = await this.mlsGroup.decrypt(f.body);
+      if (opened.sender !== expected) {
+        this.layer.drop('identity-mismatch', `MLS sender ${opened.sender} is not ${expected}`, { session: this.id });
+        return;
+      }
+      if (Buffer.compare(Buffer.from(opened.aad), Buffer.from(dataAad(this.id, f.seq))) !== 0) {
+        this.layer.drop('tampered', `message ${f.seq}: authenticated data does not match its session and sequence number`, { session: this.id });
+        return;
+      }
+      payload = Buffer.from(opened.plaintext);
+    } else {
+      payload = Buffer.from(f.body);
+    }
+    const m: SessionMessage = { payload, source: msg.source!, identity, seq: f.seq };
+    if (!reliable) {
+      this.deliver(m);
+      return;
+    }
+    this.sendAck(msg.source!, f.seq);
+    inb.accept(f.seq, m, f.low);
+  }
+
+  /** A member's `low` mark moved (heartbeat): stop waiting for gaps below it. */
+  protected advanceInbound(source: string, low: number): void {
+    this.inbound.get(source)?.advance(low);
+  }
+
+  protected forgetInbound(source: string): void {
+    this.inbound.delete(source);
+  }
+
+  private deliver(m: SessionMessage): void {
+    this.delivered++;
+    this.queue.push(m);
+  }
+
+  private sendAck(to: Name, seq: number): void {
+    this.layer.transmit(to, frame({ sessionId: this.id, type: FrameType.Ack, seq }));
+  }
+
+  private receiveAck(f: SessionFrame, msg: ReceivedMessage): void {
+    const source = formatName(msg.source!);
+    const expected = this.memberIdentity(source);
+    if (expected === undefined || provenIdentity(msg) !== expected) {
+      this.layer.drop('not-member', `acknowledgement from ${source}, which is not a member`, { session: this.id });
+      return;
+    }
+    this.outbound.ack(f.seq, source);
+  }
+
+  // -- requests -----------------------------------------------------------------------------
+
+  /**
+   * Sends `f` (its seq set to a fresh request id) to `dest` and again every retry interval until
+   * one of `answers` comes back from `dest` (or from anyone, for a discovery), up to `tries`
+   * sends or `deadlineMs`.
+   */
+  protected request(
+    dest: Name,
+    f: SessionFrame,
+    answers: FrameType[],
+    opts: { tries?: number; deadlineMs?: number; what: string; anyone?: boolean },
+  ): Promise<{ frame: SessionFrame; msg: ReceivedMessage }> {
+    const seq = this.nextRequest++;
+    const out = { ...f, seq };
+    const tries = opts.tries ?? this.reliability.maxRetries + 1;
+    const deadline = Date.now() + (opts.deadlineMs ?? tries * this.reliability.retryIntervalMs);
+    let sent = 0;
+    return new Promise((resolve, reject) => {
+      const attempt = (): void => {
+        if (this.state === 'closed') {
+          this.pending.delete(seq);
+          reject(new SessionError(`session ${this.id} closed while waiting for ${opts.what}`));
+          return;
+        }
+        if (sent >= tries || Date.now() >= deadline) {
+          this.pending.delete(seq);
+          const why = this.layer.lastDeliveryFailure(dest);
+          reject(new SessionError(`no answer from ${formatName(dest)} to ${opts.what} after ${sent} attempt(s)${why ? ` (${why})` : ''}`));
+          return;
+        }
+        sent++;
+        p.timer = setTimeout(attempt, Math.min(this.reliability.retryIntervalMs, Math.max(1, deadline - Date.now())));
+        p.timer.unref?.();
+        this.layer.transmit(dest, out);
+      };
+      const p: PendingRequest = { answers, from: opts.anyone ? undefined : formatName(dest), resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
+      this.pending.set(seq, p);
+      attempt();
+    });
+  }
+
+  /** An answer to a request; `seq` echoes the request's. */
+  protected answer(to: Name, request: SessionFrame, f: Omit<Partial<SessionFrame>, 'sessionId' | 'seq'> & { type: FrameType }): void {
+    this.layer.transmit(to, frame({ ...f, sessionId: this.id, seq: request.seq }));
+  }
+
+  // -- closing ------------------------------------------------------------------------------
+
+  /** Ends the session here: pending sends and requests fail, the message stream ends. */
+  protected finish(reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    const err = new SessionError(`session ${this.id} closed: ${reason}`);
+    this.outbound.close(err);
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.queue.end();
+    this.layer.forget(this);
+    this.log?.info({ reason }, 'session closed');
+    this.emit('closed', reason);
+  }
+
+  abstract close(): Promise<void>;
+}
