@@ -82,14 +82,14 @@ async function overSession(app: SlimApp, me: string): Promise<void> {
   }
   const peer = session.peer ? formatName(session.peer) : opts.remote;
   process.stdout.write(`${me}: opened ${kind} ${session.id} with ${peer}${session.remoteIdentity ? ` (identity ${session.remoteIdentity})` : ''}${opts.enableMls ? `, MLS epoch ${session.epoch}` : ''}\n`);
-  const replies = session.messages();
+  const nextReply = replyReader(session.messages());
   let ok = 0;
   for (let i = 1; i <= opts.iterations; i++) {
     const text = opts.message;
     const started = process.hrtime.bigint();
     try {
       await session.send(text);
-      const reply = await nextWithin(replies, opts.timeout);
+      const reply = await nextReply(opts.timeout);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       process.stdout.write(`${me}: ${i}/${opts.iterations} sent "${text}", reply "${reply.payload.toString('utf8')}" from ${formatName(reply.source)} (identity ${reply.identity}) in ${ms.toFixed(2)} ms\n`);
       ok++;
@@ -104,22 +104,26 @@ async function overSession(app: SlimApp, me: string): Promise<void> {
   if (ok !== opts.iterations) process.exitCode = 1;
 }
 
-/** A read that timed out stays pending: the late reply it gets is the next one taken, not lost. */
-let pendingRead: Promise<IteratorResult<SessionMessage>> | undefined;
-
-async function nextWithin(it: AsyncIterator<SessionMessage>, ms: number): Promise<SessionMessage> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no reply within ${ms} ms`)), ms);
-  });
-  try {
-    const r = await Promise.race([(pendingRead ??= it.next()), timeout]);
-    pendingRead = undefined;
-    if (r.done) throw new Error('the session closed');
-    return r.value;
-  } finally {
-    clearTimeout(timer);
-  }
+/**
+ * Reads the next message with a timeout. A read that timed out stays pending: the late reply it
+ * gets is the next one taken, not lost.
+ */
+function replyReader(it: AsyncIterator<SessionMessage>): (ms: number) => Promise<SessionMessage> {
+  let pending: Promise<IteratorResult<SessionMessage>> | undefined;
+  return async (ms) => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no reply within ${ms} ms`)), ms);
+    });
+    try {
+      const r = await Promise.race([(pending ??= it.next()), timeout]);
+      pending = undefined;
+      if (r.done) throw new Error('the session closed');
+      return r.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }
 
 /** A fresh route may still be on its way (the receiver just subscribed): retry "no route" until the deadline. */
