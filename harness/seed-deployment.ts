@@ -55,14 +55,14 @@ export const BOB = { name: 'org/ns/bob', cluster: 'cluster-b' as const, messages
 
 /**
  * Alice's and Bob's command lines (as kind/apps runs them). `slim` is the --slim argument:
- * their SLIM node's address and TLS. The MLS issue changes only these flags.
+ * their SLIM node's address and TLS. As in the seed, Bob opens an MLS session with Alice.
  */
 export function aliceArgs(slim: string): string[] {
-  return ['--local', ALICE.name, '--slim', slim];
+  return ['--local', ALICE.name, '--slim', slim, '--enable-mls'];
 }
 
 export function bobArgs(slim: string): string[] {
-  return ['--local', BOB.name, '--remote', ALICE.name, '--slim', slim, '--message', 'hello', '--iterations', String(BOB.messages), '--route-wait', '30000'];
+  return ['--local', BOB.name, '--remote', ALICE.name, '--slim', slim, '--message', 'hello', '--iterations', String(BOB.messages), '--route-wait', '30000', '--enable-mls'];
 }
 
 /** An app's --slim argument: the node endpoint and SPIRE TLS (its own trust domain plus `trustDomains`). */

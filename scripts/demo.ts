@@ -160,7 +160,7 @@ async function main(): Promise<void> {
   if (snap) await describeHops(snap.conns, snap.subs, nodes);
   say();
   if (code === 0) {
-    say(`✓ Bob got all ${BOB.messages} replies: every hop mutual TLS with SPIFFE IDs from three federated trust domains, routes from the controller`);
+    say(`✓ Bob got all ${BOB.messages} replies over an MLS session (no node could read them): every hop mutual TLS with SPIFFE IDs from three federated trust domains, routes from the controller`);
   } else say(`✗ bob exited with code ${code}: not every message got its reply`);
   await shutdown(code === 0 ? 0 : 1);
 }

@@ -144,6 +144,9 @@ describe.skipIf(why !== '' && !mustRun)('the seed deployment across three networ
     const { code } = await bob.exited;
     expect(code, bob.output).toBe(0);
     expect(bob.output).toContain(`${BOB.messages}/${BOB.messages} replies received`);
+    // As in the seed, Bob's messages went over an MLS session bound to Alice's SPIFFE ID.
+    expect(bob.output).toMatch(new RegExp(`opened MLS session \\S+ with ${ALICE.name}/\\w+ \\(identity ${IDENTITY.alice.replaceAll('.', '\\.')}\\), MLS epoch 1`));
+    expect(alice.output).toMatch(new RegExp(`new MLS session \\S+ from ${BOB.name}/\\w+`));
     const got = alice.lines.filter((l) => l.includes(`received "hello" from ${BOB.name}/`));
     expect(got).toHaveLength(BOB.messages);
     for (const l of got) expect(l).toContain(`(identity ${IDENTITY.bob})`);

@@ -12,6 +12,7 @@ import { basename, delimiter, isAbsolute, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { parseSlimEndpoint } from '../client/slim-endpoint.js';
+import { aliceArgs, bobArgs } from '../harness/seed-deployment.js';
 import { type ClusterFederatedTrustDomain, type ClusterSPIFFEID, validateK8sObject } from './support/k8s-validate.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -632,6 +633,17 @@ describe('kind/apps manifests', () => {
     expect(tls.ca_source.socket_path).toBe(SOCKET);
     expect(tls.ca_source.trust_domains).toEqual([peer]);
     expect(flag(client.args, '--local')).toBe(`org/ns/${name}`);
+  });
+
+  it('alice and bob run the flags the demo and the e2e test run (MLS session included)', () => {
+    // --slim differs by place (Service DNS vs LoadBalancer), and bob waits longer for routes in a cluster.
+    const normalise = (args: string[]): string[] => args.map((a, i) => (args[i - 1] === '--slim' || args[i - 1] === '--route-wait' ? '*' : a));
+    for (const [name, harness] of [['alice', aliceArgs('x')], ['bob', bobArgs('x')]] as const) {
+      const pod = yamlDocs(join(KIND, 'apps', `${name}.yaml`)).find((d) => d.kind === 'Pod') as unknown as PodShape;
+      const args = pod.spec.containers[0]!.args;
+      expect(normalise(args).sort(), name).toEqual(normalise(harness).sort());
+      expect(args, name).toContain('--enable-mls');
+    }
   });
 
   it('bob sends 10 messages to alice once and never restarts', () => {
