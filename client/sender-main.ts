@@ -75,7 +75,7 @@ async function overSession(app: SlimApp, me: string): Promise<void> {
   try {
     session = await app.sessions.openPointToPoint(opts.remote, { mls: opts.enableMls, timeoutMs: opts.routeWait });
   } catch (err) {
-    process.stdout.write(`${me}: cannot open a ${kind} with ${opts.remote}: ${(err as Error).message}\n`);
+    process.stdout.write(`${me}: cannot open the ${kind} with ${opts.remote}: ${(err as Error).message}\n`);
     app.close();
     process.exitCode = 1;
     return;
