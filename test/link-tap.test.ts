@@ -4,10 +4,10 @@
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProcessGroup } from '../harness/processes.js';
-import { mulberry32, startLinkTap, type LinkTap, type LinkTapOptions } from '../harness/link-tap.js';
+import { mulberry32, type LinkTap, type LinkTapOptions } from '../harness/link-tap.js';
 import { SlimApp, type ReceivedMessage } from '../client/slim-app.js';
 import { decodeMessage } from '../proto/dataplane.js';
-import { eventually, metric, startNodes, type StartedNode } from './support/local-nodes.js';
+import { eventually, metric, startTappedNodes, type StartedNode } from './support/local-nodes.js';
 
 let group: ProcessGroup | undefined;
 const apps: SlimApp[] = [];
@@ -44,14 +44,7 @@ interface Setup {
 /** node-a, node-b dialling node-a through a tap; alice on node-a, bob on node-b, each known on the other node. */
 async function tappedPair(tapOpts: Omit<LinkTapOptions, 'upstream'>): Promise<Setup> {
   group = new ProcessGroup();
-  const nodes = await startNodes(group, [{ id: 'node-a' }, { id: 'node-b', dial: ['node-a'] }], {
-    via: async ({ url }) => {
-      const t = await startLinkTap({ upstream: url, ...tapOpts });
-      taps.push(t);
-      return t.url;
-    },
-  });
-  const [a, b] = [nodes.get('node-a')!, nodes.get('node-b')!];
+  const { a, b } = await startTappedNodes(group, tapOpts, taps);
   const alice = await app('org/ns/alice', a.url);
   const got = collect(alice);
   const bob = await app('org/ns/bob', b.url);

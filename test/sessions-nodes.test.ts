@@ -10,16 +10,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { ProcessGroup } from '../harness/processes.js';
-import { startLinkTap, type LinkTap, type LinkTapOptions } from '../harness/link-tap.js';
+import type { LinkTap, LinkTapOptions } from '../harness/link-tap.js';
 import { SlimApp } from '../client/slim-app.js';
 import type { GroupSession } from '../client/session/group-session.js';
 import { MlsRefused } from '../client/session/mls-group.js';
 import type { PointToPointSession } from '../client/session/point-to-point.js';
 import { SessionDeliveryError } from '../client/session/reliability.js';
-import type { SessionMessage } from '../client/session/session.js';
 import { decodeMessage } from '../proto/dataplane.js';
 import { FrameType, SESSION_CONTENT_TYPE, decodeSessionFrame, type SessionFrame } from '../proto/session.js';
-import { eventually, metric, startNodes, type StartedNode } from './support/local-nodes.js';
+import { take } from './support/sessions.js';
+import { eventually, metric, startTappedNodes, type StartedNode } from './support/local-nodes.js';
 
 let group: ProcessGroup | undefined;
 const apps: SlimApp[] = [];
@@ -33,17 +33,9 @@ afterEach(async () => {
   group = undefined;
 });
 
-/** node-a, and node-b dialling it through a tap. */
 async function tappedNodes(tapOpts: Omit<LinkTapOptions, 'upstream'>): Promise<{ a: StartedNode; b: StartedNode; tap: LinkTap }> {
   group = new ProcessGroup();
-  const nodes = await startNodes(group, [{ id: 'node-a' }, { id: 'node-b', dial: ['node-a'] }], {
-    via: async ({ url }) => {
-      const t = await startLinkTap({ upstream: url, ...tapOpts });
-      taps.push(t);
-      return t.url;
-    },
-  });
-  return { a: nodes.get('node-a')!, b: nodes.get('node-b')!, tap: taps[0]! };
+  return startTappedNodes(group, tapOpts, taps);
 }
 
 async function app(name: string, node: StartedNode): Promise<SlimApp> {
@@ -62,17 +54,6 @@ function tappedFrames(tap: LinkTap): SessionFrame[] {
   return out;
 }
 
-async function take(it: AsyncIterator<SessionMessage>, n: number, timeoutMs = 10_000): Promise<SessionMessage[]> {
-  const out: SessionMessage[] = [];
-  const deadline = Date.now() + timeoutMs;
-  while (out.length < n) {
-    const r = await Promise.race([it.next(), new Promise<'timeout'>((res) => setTimeout(() => res('timeout'), Math.max(1, deadline - Date.now())))]);
-    if (r === 'timeout') throw new Error(`only ${out.length} of ${n} messages within ${timeoutMs} ms`);
-    if (r.done) break;
-    out.push(r.value);
-  }
-  return out;
-}
 
 describe('the seed apps over MLS, between two nodes', () => {
   const secret = 'bob-to-alice-7f3a9c';

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { formatName, nameProblem, parseName, type Name } from '../../proto/dataplane.js';
 import { FrameType, SessionKind, frame, type Member, type SessionFrame } from '../../proto/session.js';
 import type { ReceivedMessage } from '../received-message.js';
-import { MlsGroup, MlsRefused, keyPackageIdentity, type MlsKeyPackage } from './mls-group.js';
+import { MlsGroup, MlsRefused } from './mls-group.js';
 import { reliabilityOptions } from './reliability.js';
 import type { SessionLayer } from './session-layer.js';
 import { Session, SessionError, provenIdentity, type SessionKindName, type SessionOptions } from './session.js';
@@ -58,10 +58,10 @@ export class GroupSession extends Session {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly lastHeard = new Map<string, number>();
   private readonly offline = new Set<string>();
+  /** Members that left or were removed (the most recent ones): their in-flight frames are expected. */
+  private readonly gone = new Set<string>();
   /** Membership changes run one at a time (moderator). */
   private changes: Promise<unknown> = Promise.resolve();
-  private keyPackage: MlsKeyPackage | undefined;
-  private joinTimer: NodeJS.Timeout | undefined;
   private channelJoined = false;
   private leaving: Promise<void> | undefined;
 
@@ -182,46 +182,22 @@ export class GroupSession extends Session {
       heartbeatMs: this.heartbeatMs,
       reliable: this.reliability.reliable,
     });
-    const deadline = Date.now() + this.inviteTimeoutMs;
-    for (;;) {
-      const { frame: answer, msg } = await this.request(name, discover, [FrameType.Join, FrameType.Refuse], {
-        what: `the invitation of ${formatName(name)}`,
-        deadlineMs: Math.max(1, deadline - Date.now()),
-        tries: Number.MAX_SAFE_INTEGER,
-        anyone: true,
-      });
-      const source = formatName(msg.source!);
-      if (this.memberMap.has(source)) throw new SessionError(`${source} is already a member of session ${this.id}`);
-      if (answer.type === FrameType.Refuse) throw new SessionError(`${source} refused the invitation: ${answer.reason}`);
-      const member: Member = { name: msg.source!, identity: provenIdentity(msg) };
-      if (this.mlsGroup) {
-        let offered: string;
-        try {
-          offered = await keyPackageIdentity(answer.body);
-        } catch (err) {
-          if (!(err instanceof MlsRefused)) throw err;
-          this.layer.drop(err.reason, `key package from ${source}: ${err.message}`, { session: this.id });
-          continue;
-        }
-        if (offered !== member.identity) {
-          this.layer.drop('bad-credential', `${source} proves ${member.identity} but its MLS credential claims ${offered}`, { session: this.id });
-          continue;
-        }
-      }
-      const others = this.otherMembers();
-      let commit: Uint8Array = new Uint8Array(0);
-      let welcome: Uint8Array = new Uint8Array(0);
-      if (this.mlsGroup) ({ commit, welcome } = await this.mlsGroup.add([answer.body]));
-      this.memberMap.set(source, member);
-      this.version = this.mlsGroup ? Number(this.mlsGroup.epoch) : this.version + 1;
-      await this.deliverCommit(others, commit, 'joined');
-      await this.request(member.name, this.stateFrame(FrameType.Welcome, welcome, 'joined'), [FrameType.WelcomeAck], { what: 'the group welcome' }).catch((err: Error) => {
-        this.log?.warn({ member: source, reason: err.message }, 'the invited member did not confirm its welcome');
-      });
-      this.lastHeard.set(source, Date.now());
-      this.membership('joined', member);
-      return member;
-    }
+    const { answer, member } = await this.discover(name, discover, { what: `the invitation of ${formatName(name)}`, refused: 'the invitation' }, Date.now() + this.inviteTimeoutMs);
+    const source = formatName(member.name);
+    if (this.memberMap.has(source)) throw new SessionError(`${source} is already a member of session ${this.id}`);
+    const others = this.otherMembers();
+    let commit: Uint8Array = new Uint8Array(0);
+    let welcome: Uint8Array = new Uint8Array(0);
+    if (this.mlsGroup) ({ commit, welcome } = await this.mlsGroup.add([answer.body]));
+    this.memberMap.set(source, member);
+    this.version = this.mlsGroup ? Number(this.mlsGroup.epoch) : this.version + 1;
+    await this.deliverCommit(others, commit, 'joined');
+    await this.request(member.name, this.stateFrame(FrameType.Welcome, welcome, 'joined'), [FrameType.WelcomeAck], { what: 'the group welcome' }).catch((err: Error) => {
+      this.log?.warn({ member: source, reason: err.message }, 'the invited member did not confirm its welcome');
+    });
+    this.lastHeard.set(source, Date.now());
+    this.membership('joined', member);
+    return member;
   }
 
   private async removeMember(m: Member, why: 'removed' | 'left', request?: { frame: SessionFrame; to: Name }): Promise<void> {
@@ -288,10 +264,7 @@ export class GroupSession extends Session {
       moderator,
       false,
     );
-    s.joinTimer = setTimeout(() => {
-      if (s.state === 'opening') s.finish('the moderator never completed the invitation');
-    }, layer.opts.joinTimeoutMs);
-    s.joinTimer.unref?.();
+    s.armJoinTimer('the moderator never completed the invitation');
     return s;
   }
 
@@ -322,9 +295,7 @@ export class GroupSession extends Session {
           await this.layer.joinChannel(this.channel);
           this.channelJoined = true;
         }
-        if (this.mls) this.keyPackage ??= await (await this.layer.mlsIdentity()).newKeyPackage();
-        this.answer(msg.source!, f, { type: FrameType.Join, body: this.keyPackage?.bytes ?? new Uint8Array(0) });
-        return;
+        return this.offerJoin(msg.source!, f);
       case FrameType.Welcome:
         if (this.state === 'opening') await this.welcomed(f);
         this.answer(msg.source!, f, { type: FrameType.WelcomeAck });
@@ -481,6 +452,7 @@ export class GroupSession extends Session {
 
   private heard(from: string, identity: string, low: number): void {
     const m = this.memberMap.get(from);
+    if (!m && this.gone.has(from)) return;
     if (!m || m.identity !== identity) {
       // A member this side does not know yet (its commit is on the way) or an impostor.
       this.layer.drop('not-member', `heartbeat from ${from}, which is not a member`, { session: this.id }, 'debug');
@@ -491,7 +463,13 @@ export class GroupSession extends Session {
     if (this.offline.delete(from)) this.membership('online', m);
   }
 
+  protected override departed(source: string): boolean {
+    return this.gone.has(source);
+  }
+
   private dropMember(key: string): void {
+    this.gone.add(key);
+    if (this.gone.size > 1024) this.gone.delete(this.gone.values().next().value!);
     this.outbound.forget(key);
     this.forgetInbound(key);
     this.lastHeard.delete(key);

@@ -15,10 +15,10 @@ import { randomUUID } from 'node:crypto';
 import { formatName, type Name } from '../../proto/dataplane.js';
 import { FrameType, SessionKind, frame, type SessionFrame } from '../../proto/session.js';
 import type { ReceivedMessage } from '../received-message.js';
-import { MlsGroup, MlsRefused, keyPackageIdentity, type MlsKeyPackage } from './mls-group.js';
+import { MlsGroup, MlsRefused } from './mls-group.js';
 import { reliabilityOptions } from './reliability.js';
 import type { SessionLayer } from './session-layer.js';
-import { Session, SessionError, provenIdentity, type SessionKindName, type SessionOptions } from './session.js';
+import { Session, provenIdentity, type SessionKindName, type SessionOptions } from './session.js';
 
 export interface PointToPointOptions extends SessionOptions {
   /** How long to look for an instance (a route may still be on its way; default 15 s). */
@@ -31,8 +31,6 @@ export class PointToPointSession extends Session {
   private peerKey = '';
   private peerIdentity = '';
   private readonly initiator: boolean;
-  private keyPackage: MlsKeyPackage | undefined;
-  private joinTimer: NodeJS.Timeout | undefined;
 
   private constructor(layer: SessionLayer, id: string, mls: boolean, opts: SessionOptions, initiator: boolean) {
     super(id, mls, reliabilityOptions(opts.reliability), layer);
@@ -65,43 +63,14 @@ export class PointToPointSession extends Session {
     const me = this.layer.myIdentity;
     const group = this.mls ? await MlsGroup.create(await this.layer.mlsIdentity(), Buffer.from(this.id)) : undefined;
     const discover = frame({ sessionId: this.id, type: FrameType.Discover, kind: SessionKind.PointToPoint, mls: this.mls, reliable: this.reliability.reliable });
-    const deadline = Date.now() + timeoutMs;
-    // Answers from instances that fail the identity check are dropped; keep asking until one passes.
-    for (;;) {
-      const { frame: answer, msg } = await this.request(remote, discover, [FrameType.Join, FrameType.Refuse], {
-        what: `a session request to ${formatName(remote)}`,
-        deadlineMs: Math.max(1, deadline - Date.now()),
-        tries: Number.MAX_SAFE_INTEGER,
-        anyone: true,
-      });
-      if (answer.type === FrameType.Refuse) throw new SessionError(`${formatName(msg.source!)} refused the session: ${answer.reason}`);
-      const identity = provenIdentity(msg);
-      if (group) {
-        let offered: string;
-        try {
-          offered = await keyPackageIdentity(answer.body);
-        } catch (err) {
-          if (err instanceof MlsRefused) {
-            this.layer.drop(err.reason, `key package from ${formatName(msg.source!)}: ${err.message}`, { session: this.id });
-            continue;
-          }
-          throw err;
-        }
-        if (offered !== identity) {
-          this.layer.drop('bad-credential', `${formatName(msg.source!)} proves ${identity} but its MLS credential claims ${offered}`, { session: this.id });
-          continue;
-        }
-      }
-      this.bind(msg.source!, identity);
-      if (group) {
-        const { welcome } = await group.add([answer.body]);
-        this.mlsGroup = group;
-        await this.request(this.peerName!, this.welcomeFrame(welcome, me), [FrameType.WelcomeAck], { what: 'the MLS welcome' });
-      } else {
-        await this.request(this.peerName!, this.welcomeFrame(new Uint8Array(0), me), [FrameType.WelcomeAck], { what: 'the session welcome' });
-      }
-      break;
+    const { answer, member } = await this.discover(remote, discover, { what: `a session request to ${formatName(remote)}`, refused: 'the session' }, Date.now() + timeoutMs);
+    this.bind(member.name, member.identity);
+    let welcome: Uint8Array = new Uint8Array(0);
+    if (group) {
+      ({ welcome } = await group.add([answer.body]));
+      this.mlsGroup = group;
     }
+    await this.request(member.name, this.welcomeFrame(welcome, me), [FrameType.WelcomeAck], { what: group ? 'the MLS welcome' : 'the session welcome' });
     this.state = 'open';
     this.log?.info({ peer: this.peerKey, identity: this.peerIdentity, mls: this.mls }, 'session open');
   }
@@ -130,10 +99,7 @@ export class PointToPointSession extends Session {
   static responder(layer: SessionLayer, f: SessionFrame, msg: ReceivedMessage): PointToPointSession {
     const s = new PointToPointSession(layer, f.sessionId, f.mls, { reliability: { reliable: f.reliable } }, false);
     s.bind(msg.source!, provenIdentity(msg));
-    s.joinTimer = setTimeout(() => {
-      if (s.state === 'opening') s.finish('the initiator never completed the session');
-    }, layer.opts.joinTimeoutMs);
-    s.joinTimer.unref?.();
+    s.armJoinTimer('the initiator never completed the session');
     return s;
   }
 
@@ -151,10 +117,7 @@ export class PointToPointSession extends Session {
     switch (f.type) {
       case FrameType.Discover:
         if (this.initiator) break;
-        // First or retransmitted discovery: (re)send the same answer.
-        if (this.mls) this.keyPackage ??= await (await this.layer.mlsIdentity()).newKeyPackage();
-        this.answer(msg.source!, f, { type: FrameType.Join, body: this.keyPackage?.bytes ?? new Uint8Array(0) });
-        return;
+        return this.offerJoin(msg.source!, f);
       case FrameType.Welcome:
         if (this.initiator) break;
         if (this.state === 'opening') await this.welcomed(f);
@@ -211,7 +174,6 @@ export class PointToPointSession extends Session {
     if (this.peerName && this.state === 'open') {
       this.layer.transmit(this.peerName, frame({ sessionId: this.id, type: FrameType.Close, reason: 'closed by the application' }));
     }
-    clearTimeout(this.joinTimer);
     this.finish('closed by the application');
   }
 }

@@ -5,10 +5,10 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { formatName, type Name } from '../../proto/dataplane.js';
-import { FrameType, frame, type SessionFrame } from '../../proto/session.js';
+import { FrameType, frame, type Member, type SessionFrame } from '../../proto/session.js';
 import type { ReceivedMessage } from '../received-message.js';
 import { AsyncQueue } from './async-queue.js';
-import { MlsRefused, type MlsGroup } from './mls-group.js';
+import { MlsRefused, keyPackageIdentity, type MlsGroup, type MlsKeyPackage } from './mls-group.js';
 import { Inbound, Outbound, type ReliabilityOptions } from './reliability.js';
 import type { SessionLayer } from './session-layer.js';
 
@@ -80,6 +80,9 @@ export abstract class Session extends EventEmitter {
   private nextRequest = 1;
   private readonly pending = new Map<number, PendingRequest>();
   protected readonly log: Logger | undefined;
+  /** The key package this side offered when invited (MLS). */
+  protected keyPackage: MlsKeyPackage | undefined;
+  protected joinTimer: NodeJS.Timeout | undefined;
   /** Received messages handed to the application. */
   delivered = 0;
 
@@ -168,6 +171,10 @@ export abstract class Session extends EventEmitter {
   protected abstract transmitData(f: SessionFrame, recipients: string[]): void;
   /** The identity a member must prove for data from `source`; undefined when it is not a member. */
   protected abstract memberIdentity(source: string): string | undefined;
+  /** True for a member that left or was removed: its late frames are stragglers, not bad input. */
+  protected departed(_source: string): boolean {
+    return false;
+  }
   /** A control frame for this session (anything but DATA/ACK and request answers). */
   protected abstract handleControl(f: SessionFrame, msg: ReceivedMessage): Promise<void>;
 
@@ -215,6 +222,10 @@ export abstract class Session extends EventEmitter {
     const source = formatName(msg.source!);
     const expected = this.memberIdentity(source);
     const identity = provenIdentity(msg);
+    if (expected === undefined && this.departed(source)) {
+      this.log?.debug({ source }, 'data from a departed member ignored');
+      return;
+    }
     if (expected === undefined) {
       this.layer.drop('not-member', `data from ${source}, which is not a member`, { session: this.id, identity });
       return;
@@ -286,6 +297,7 @@ export abstract class Session extends EventEmitter {
   private receiveAck(f: SessionFrame, msg: ReceivedMessage): void {
     const source = formatName(msg.source!);
     const expected = this.memberIdentity(source);
+    if (expected === undefined && this.departed(source)) return;
     if (expected === undefined || provenIdentity(msg) !== expected) {
       this.layer.drop('not-member', `acknowledgement from ${source}, which is not a member`, { session: this.id });
       return;
@@ -335,6 +347,53 @@ export abstract class Session extends EventEmitter {
     });
   }
 
+  /**
+   * Sends `discover` to `name` (anycast without an instance) until an instance answers before
+   * `deadline`. A refusal throws; with MLS, an answer whose key package is malformed or whose
+   * credential is not the identity its sender proved is dropped and the asking goes on.
+   */
+  protected async discover(
+    name: Name,
+    discover: SessionFrame,
+    says: { what: string; refused: string },
+    deadline: number,
+  ): Promise<{ answer: SessionFrame; member: Member }> {
+    for (;;) {
+      const { frame: answer, msg } = await this.request(name, discover, [FrameType.Join, FrameType.Refuse], {
+        what: says.what,
+        deadlineMs: Math.max(1, deadline - Date.now()),
+        tries: Number.MAX_SAFE_INTEGER,
+        anyone: true,
+      });
+      const source = formatName(msg.source!);
+      if (answer.type === FrameType.Refuse) throw new SessionError(`${source} refused ${says.refused}: ${answer.reason}`);
+      const member: Member = { name: msg.source!, identity: provenIdentity(msg) };
+      if (!this.mls) return { answer, member };
+      try {
+        const offered = await keyPackageIdentity(answer.body);
+        if (offered === member.identity) return { answer, member };
+        this.layer.drop('bad-credential', `${source} proves ${member.identity} but its MLS credential claims ${offered}`, { session: this.id });
+      } catch (err) {
+        if (!(err instanceof MlsRefused)) throw err;
+        this.layer.drop(err.reason, `key package from ${source}: ${err.message}`, { session: this.id });
+      }
+    }
+  }
+
+  /** The invited side answers a discovery (first or retransmitted) with the same JOIN. */
+  protected async offerJoin(to: Name, discover: SessionFrame): Promise<void> {
+    if (this.mls) this.keyPackage ??= await (await this.layer.mlsIdentity()).newKeyPackage();
+    this.answer(to, discover, { type: FrameType.Join, body: this.keyPackage?.bytes ?? new Uint8Array(0) });
+  }
+
+  /** The invited side: give up when the session is not completed in time. */
+  protected armJoinTimer(why: string): void {
+    this.joinTimer = setTimeout(() => {
+      if (this.state === 'opening') this.finish(why);
+    }, this.layer.opts.joinTimeoutMs);
+    this.joinTimer.unref?.();
+  }
+
   /** An answer to a request; `seq` echoes the request's. */
   protected answer(to: Name, request: SessionFrame, f: Omit<Partial<SessionFrame>, 'sessionId' | 'seq'> & { type: FrameType }): void {
     this.layer.transmit(to, frame({ ...f, sessionId: this.id, seq: request.seq }));
@@ -346,6 +405,7 @@ export abstract class Session extends EventEmitter {
   protected finish(reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    clearTimeout(this.joinTimer);
     const err = new SessionError(`session ${this.id} closed: ${reason}`);
     this.outbound.close(err);
     for (const p of this.pending.values()) {

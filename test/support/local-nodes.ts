@@ -1,6 +1,7 @@
 // Real slim-node processes on loopback for integration tests.
 import { ProcessGroup, freePort, type ManagedProcess } from '../../harness/processes.js';
 import { localNodeConfig, scratchDir, writeConfig } from '../../harness/node-config.js';
+import { startLinkTap, type LinkTap, type LinkTapOptions } from '../../harness/link-tap.js';
 
 export interface StartedNode {
   id: string;
@@ -80,4 +81,24 @@ export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`${what} not reached within ${timeoutMs} ms`);
+}
+
+/**
+ * node-a, and node-b dialling it through a LinkTap (harness/link-tap.ts); the tap is pushed to
+ * `taps` so the caller's cleanup closes it.
+ */
+export async function startTappedNodes(
+  group: ProcessGroup,
+  tapOpts: Omit<LinkTapOptions, 'upstream'>,
+  taps: LinkTap[],
+): Promise<{ a: StartedNode; b: StartedNode; tap: LinkTap }> {
+  let tap: LinkTap | undefined;
+  const nodes = await startNodes(group, [{ id: 'node-a' }, { id: 'node-b', dial: ['node-a'] }], {
+    via: async ({ url }) => {
+      tap = await startLinkTap({ upstream: url, ...tapOpts });
+      taps.push(tap);
+      return tap.url;
+    },
+  });
+  return { a: nodes.get('node-a')!, b: nodes.get('node-b')!, tap: tap! };
 }
