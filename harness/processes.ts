@@ -199,14 +199,29 @@ export class ProcessGroup {
   }
 }
 
-/** A TCP port free on 127.0.0.1 right now. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      srv.close(() => resolvePort(typeof addr === 'object' && addr ? addr.port : 0));
+/**
+ * Ports this process handed out recently. The kernel may offer a just-closed ephemeral port again
+ * at once, so two calls in a row could name the same port for two listeners (seen in CI: a node's
+ * data and metrics port); a port handed out is not handed out again for a while.
+ */
+const handedOut = new Set<number>();
+const HANDED_OUT_MEMORY = 4096;
+
+/** A TCP port free on 127.0.0.1 right now, and not returned by an earlier call. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await new Promise<number>((resolvePort, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, host, () => {
+        const addr = srv.address();
+        srv.close(() => resolvePort(typeof addr === 'object' && addr ? addr.port : 0));
+      });
     });
-  });
+    if (!handedOut.has(port) || attempt >= 20) {
+      handedOut.add(port);
+      if (handedOut.size > HANDED_OUT_MEMORY) handedOut.delete(handedOut.values().next().value!);
+      return port;
+    }
+  }
 }
