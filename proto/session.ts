@@ -52,6 +52,10 @@ export interface SessionFrame {
   reliable: boolean;
   moderator?: Name;
   heartbeatMs: number;
+  window: number;
+  retryIntervalMs: number;
+  maxRetries: number;
+  missedHeartbeats: number;
 }
 
 let frameType: protobuf.Type | undefined;
@@ -82,6 +86,10 @@ export function frame(f: Partial<SessionFrame> & Pick<SessionFrame, 'sessionId' 
     reason: '',
     reliable: false,
     heartbeatMs: 0,
+    window: 0,
+    retryIntervalMs: 0,
+    maxRetries: 0,
+    missedHeartbeats: 0,
     ...f,
   };
 }

@@ -11,8 +11,9 @@ describe('Outbound', () => {
 
   it('retransmits to the recipients that have not acknowledged, then fails naming them', async () => {
     const sent: string[] = [];
-    const out = new Outbound<string>('s1', opts, { retransmit: (item, seq, to) => sent.push(`${item}#${seq}->${to.join('+')}`) });
-    const seq = out.take();
+    const gaps: string[] = [];
+    const out = new Outbound<string>('s1', opts, { retransmit: (item, seq, to) => sent.push(`${item}#${seq}->${to.join('+')}`), gaveUp: (seq, low, missing) => gaps.push(`${seq}<${low}:${missing.join('+')}`) });
+    const seq = await out.reserve();
     const done = out.track(seq, 'm', ['a', 'b']);
     const failed = done.catch((e: unknown) => e);
     expect(out.ack(seq, 'a')).toBe(true);
@@ -27,13 +28,14 @@ describe('Outbound', () => {
     expect((err as SessionDeliveryError).missing).toEqual(['b']);
     expect((err as SessionDeliveryError).message).toContain('not acknowledged by b after 2 retransmission(s)');
     expect(out.low).toBe(2);
+    expect(gaps).toEqual(['1<2:b']); // the receivers that missed it hear the new mark
   });
 
   it('resolves when the last recipient acknowledges or is forgotten', async () => {
-    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined });
-    const s1 = out.take();
+    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined, gaveUp: () => undefined });
+    const s1 = await out.reserve();
     const p1 = out.track(s1, 'x', ['a']);
-    const s2 = out.take();
+    const s2 = await out.reserve();
     const p2 = out.track(s2, 'y', ['a', 'b']);
     out.ack(s1, 'a');
     await p1;
@@ -43,10 +45,10 @@ describe('Outbound', () => {
     expect(out.inFlight).toBe(0);
   });
 
-  it('keeps low at a sequence number taken but not yet tracked (still being encrypted)', () => {
-    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined });
-    const s1 = out.take();
-    const s2 = out.take();
+  it('keeps low at a sequence number taken but not yet tracked (still being encrypted)', async () => {
+    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined, gaveUp: () => undefined });
+    const s1 = await out.reserve();
+    const s2 = await out.reserve();
     void out.track(s2, 'second', ['a']);
     expect(out.low).toBe(s1);
     out.abandon(s1);
@@ -54,16 +56,15 @@ describe('Outbound', () => {
   });
 
   it('holds send() at the window until a slot frees', async () => {
-    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined });
+    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined, gaveUp: () => undefined });
     const seqs: number[] = [];
     for (let i = 0; i < 4; i++) {
-      await out.slot();
-      const s = out.take();
+      const s = await out.reserve();
       seqs.push(s);
       void out.track(s, 'm', ['a']).catch(() => undefined);
     }
     let got = false;
-    const fifth = out.slot().then(() => (got = true));
+    const fifth = out.reserve().then(() => (got = true));
     await vi.advanceTimersByTimeAsync(0);
     expect(got).toBe(false);
     out.ack(seqs[0]!, 'a');
@@ -71,18 +72,31 @@ describe('Outbound', () => {
     expect(got).toBe(true);
   });
 
+  it('concurrent senders cannot overfill the window', async () => {
+    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined, gaveUp: () => undefined });
+    const taken: number[] = [];
+    const all = Array.from({ length: 10 }, () => out.reserve().then((s) => (taken.push(s), void out.track(s, 'm', ['a']).catch(() => undefined))));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(taken).toEqual([1, 2, 3, 4]);
+    out.ack(1, 'a');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(taken).toEqual([1, 2, 3, 4, 5]);
+    out.close(new Error('done'));
+    await Promise.allSettled(all);
+  });
+
   it('best effort neither waits nor retransmits', async () => {
     const sent: number[] = [];
-    const out = new Outbound<string>('s1', reliabilityOptions({ reliable: false }), { retransmit: (_i, seq) => sent.push(seq) });
-    const seq = out.take();
+    const out = new Outbound<string>('s1', reliabilityOptions({ reliable: false }), { retransmit: (_i, seq) => sent.push(seq), gaveUp: () => undefined });
+    const seq = await out.reserve();
     await out.track(seq, 'm', ['a']);
     await vi.advanceTimersByTimeAsync(10_000);
     expect(sent).toEqual([]);
   });
 
   it('close() rejects everything unacknowledged', async () => {
-    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined });
-    const p = out.track(out.take(), 'm', ['a']);
+    const out = new Outbound<string>('s1', opts, { retransmit: () => undefined, gaveUp: () => undefined });
+    const p = out.track(await out.reserve(), 'm', ['a']);
     out.close(new Error('gone'));
     await expect(p).rejects.toThrow('gone');
   });
@@ -106,7 +120,7 @@ describe('Inbound', () => {
   it('hands over in order whatever the arrival order, once each', () => {
     const { inb, out } = inbound();
     for (const seq of [3, 1, 3, 2, 5, 4, 1, 5]) {
-      if (inb.arrival(seq, 1) === 'new') inb.accept(seq, `m${seq}`, 1);
+      if (inb.arrival(seq) === 'new') inb.accept(seq, `m${seq}`, 1);
     }
     expect(out).toEqual(['1:m1', '2:m2', '3:m3', '4:m4', '5:m5']);
     expect(inb.duplicates).toBe(3);
@@ -114,35 +128,41 @@ describe('Inbound', () => {
 
   it('starts at the sender low mark, not at the first arrival', () => {
     const { inb, out } = inbound();
-    expect(inb.arrival(7, 6)).toBe('new');
+    expect(inb.arrival(7)).toBe('new');
     inb.accept(7, 'late', 6);
     expect(out).toEqual([]);
-    expect(inb.arrival(6, 6)).toBe('new');
+    expect(inb.arrival(6)).toBe('new');
     inb.accept(6, 'early', 6);
     expect(out).toEqual(['6:early', '7:late']);
   });
 
   it('skips a gap the sender gave up on once low passes it', () => {
     const { inb, out } = inbound();
-    inb.arrival(1, 1);
     inb.accept(1, 'a', 1);
-    inb.arrival(3, 2);
     inb.accept(3, 'c', 2);
     expect(out).toEqual(['1:a']);
     inb.advance(3); // 2 was given up on
     expect(out).toEqual(['1:a', '3:c']);
     expect(inb.skipped).toBe(1);
-    expect(inb.arrival(2, 3)).toBe('duplicate');
+    expect(inb.arrival(2)).toBe('duplicate');
   });
 
-  it('refuses sequence numbers far beyond the window; a low beyond anything sent skips nothing unsent', () => {
+  it('refuses sequence numbers far beyond the window, and only authenticated arrivals change state', () => {
     const { inb, out } = inbound(4);
-    inb.arrival(1, 1);
+    expect(inb.arrival(400)).toBe('new'); // nothing known yet: classification alone changes nothing
     inb.accept(1, 'a', 1);
-    expect(inb.arrival(100, 1)).toBe('beyond-window');
-    inb.advance(Number.MAX_SAFE_INTEGER);
-    expect(inb.arrival(2, 2)).toBe('new');
+    expect(inb.arrival(100)).toBe('beyond-window');
+    expect(inb.arrival(2)).toBe('new');
     inb.accept(2, 'b', 2);
     expect(out).toEqual(['1:a', '2:b']);
+  });
+
+  it('a gap given up on after the messages behind it arrived is skipped when the new mark comes', () => {
+    const { inb, out } = inbound();
+    inb.accept(1, 'a', 1);
+    inb.accept(3, 'c', 2); // sent while 2 was still being retried
+    expect(out).toEqual(['1:a']);
+    inb.advance(3); // the sender's gap notice
+    expect(out).toEqual(['1:a', '3:c']);
   });
 });

@@ -8,7 +8,7 @@ import type { GroupSession, MembershipEvent } from '../client/session/group-sess
 import { MlsGroup, MlsIdentity } from '../client/session/mls-group.js';
 import type { PointToPointSession } from '../client/session/point-to-point.js';
 import { nameIdentity } from '../client/session/session.js';
-import { formatName, parseName } from '../proto/dataplane.js';
+import { formatName, parseName, type Name } from '../proto/dataplane.js';
 import { FrameType, SESSION_CONTENT_TYPE, SessionKind, decodeSessionFrame, encodeSessionFrame, frame, type SessionFrame } from '../proto/session.js';
 import { startInProcessNode, useCleanups } from './support/in-process-node.js';
 import { take } from './support/sessions.js';
@@ -374,7 +374,7 @@ describe('bad input is dropped with a counted reason and the session goes on', (
     await eventually(() => inbox.some((f) => f.type === FrameType.WelcomeAck && f.seq === 3), 3000, 'welcome acknowledged');
     expect(accepted).toHaveLength(1);
     // And the session carries traffic encrypted by the scripted side.
-    const ct = await group.encrypt(Buffer.from('scripted hello'), Buffer.from(`${sid}/1`));
+    const ct = await group.encrypt(Buffer.from('scripted hello'), Buffer.from(`${sid}/1/1`)); // authenticated: session/seq/low
     sendFrame(bob, formatName(alice.name), frame({ sessionId: sid, type: FrameType.Data, seq: 1, low: 1, body: ct, reliable: true }));
     await eventually(() => inbox.some((f) => f.type === FrameType.Data), 3000, 'alice replies');
     const reply = inbox.find((f) => f.type === FrameType.Data)!;
@@ -401,5 +401,154 @@ describe('bad input is dropped with a counted reason and the session goes on', (
     await g.send('after');
     const got = await take(bg!.messages(), 1);
     expect(got[0]!.payload.toString()).toBe('after');
+  });
+});
+
+describe('review findings stay fixed', () => {
+  /** Wraps an app's session-frame sending: `keep` decides per frame (may delay by returning a number of ms). */
+  function filterSends(a: SlimApp, keep: (f: SessionFrame, dest: Name) => boolean | number): void {
+    const layer = a.sessions;
+    const orig = layer.transmit.bind(layer);
+    vi.spyOn(layer, 'transmit').mockImplementation((dest, f, multicast) => {
+      const k = keep(f, dest);
+      if (k === true) orig(dest, f, multicast);
+      else if (typeof k === 'number') setTimeout(() => orig(dest, f, multicast), k);
+    });
+  }
+
+  it('a message given up on does not hold back the ones after it (the receiver hears the new mark)', async () => {
+    const url = await node();
+    const alice = await app(url, 'org/ns/alice');
+    const bob = await app(url, 'org/ns/bob');
+    const got: string[] = [];
+    alice.sessions.on('session', (s) => s.onMessage((m) => got.push(m.payload.toString())));
+    const s = await bob.sessions.openPointToPoint('org/ns/alice', { mls: true, reliability: { retryIntervalMs: 50, maxRetries: 2 } });
+    filterSends(bob, (f) => !(f.type === FrameType.Data && f.seq === 2));
+    const results = await Promise.allSettled(['m1', 'm2', 'm3'].map((m) => s.send(m)));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    await eventually(() => got.length === 2, 3000, 'm3 delivered after the gap');
+    expect(got).toEqual(['m1', 'm3']);
+  });
+
+  it('a pinned identity: answers proving another are not taken', async () => {
+    const url = await node();
+    const alice = await app(url, 'org/ns/alice');
+    replier(alice);
+    const bob = await app(url, 'org/ns/bob');
+    await expect(bob.sessions.openPointToPoint('org/ns/alice', { identity: 'spiffe://cluster-a.example/ns/default/sa/alice', timeoutMs: 600 })).rejects.toThrow(/no answer/);
+    const s = await bob.sessions.openPointToPoint('org/ns/alice', { identity: nameIdentity(alice.name) });
+    expect(s.remoteIdentity).toBe(nameIdentity(alice.name));
+  });
+
+  it('plaintext group: a member that missed a commit catches up with the next one', async () => {
+    const url = await node();
+    const mod = await app(url, 'org/ns/mod');
+    const apps = new Map<string, SlimApp>();
+    const sessions = new Map<string, GroupSession>();
+    for (const n of ['b', 'c', 'd']) {
+      const a = await app(url, `org/ns/${n}`);
+      apps.set(n, a);
+      a.sessions.on('session', (s) => sessions.set(n, s as GroupSession));
+    }
+    const g = await mod.sessions.createGroup('org/ns/chat', { reliability: { retryIntervalMs: 50, maxRetries: 2 } });
+    await g.invite('org/ns/b');
+    // The commit that adds c never reaches b (the moderator's retries run out).
+    filterSends(mod, (f, dest) => !(f.type === FrameType.Commit && f.epoch === 2 && dest.service === 'b'));
+    await g.invite('org/ns/c');
+    expect(sessions.get('b')!.epoch).toBe(1);
+    vi.restoreAllMocks();
+    await g.invite('org/ns/d');
+    await eventually(() => sessions.get('b')!.epoch === 3, 3000, 'b at epoch 3');
+    expect(sessions.get('b')!.members.map((m) => m.name.service).sort()).toEqual(['b', 'c', 'd', 'mod']);
+    await sessions.get('c')!.send('from c');
+  });
+
+  it('an initiator that gives up tells the peer; an invitation never confirmed is undone', async () => {
+    const url = await node();
+    const alice = await app(url, 'org/ns/alice');
+    replier(alice);
+    const bob = await app(url, 'org/ns/bob');
+    filterSends(alice, (f) => f.type !== FrameType.WelcomeAck);
+    await expect(bob.sessions.openPointToPoint('org/ns/alice', { reliability: { retryIntervalMs: 50, maxRetries: 2 } })).rejects.toThrow(/no answer .* the session welcome/);
+    await eventually(() => alice.sessions.list().length === 0, 3000, 'alice dropped her half');
+
+    const mod = await app(url, 'org/ns/mod');
+    const g = await mod.sessions.createGroup('org/ns/chat', { reliability: { retryIntervalMs: 50, maxRetries: 2 } });
+    await expect(g.invite('org/ns/alice')).rejects.toThrow(/did not confirm its welcome .* the invitation was undone/);
+    expect(g.members.map((m) => m.name.service)).toEqual(['mod']);
+  });
+
+  it('a throwing drop listener neither wedges the session nor the connection', async () => {
+    const url = await node();
+    const alice = await app(url, 'org/ns/alice');
+    const accepted = replier(alice);
+    const bob = await app(url, 'org/ns/bob');
+    const mallory = await app(url, 'org/ns/mallory');
+    alice.sessions.on('drop', () => {
+      throw new Error('listener bug');
+    });
+    const errors: unknown[] = [];
+    alice.sessions.on('handlerError', (e) => errors.push(e));
+    const s = await bob.sessions.openPointToPoint('org/ns/alice');
+    sendFrame(mallory, formatName(alice.name), frame({ sessionId: s.id, type: FrameType.Ack, seq: 1 }));
+    mallory.publish(formatName(alice.name), Buffer.from([0xff]), { contentType: SESSION_CONTENT_TYPE });
+    await eventually(() => errors.length === 2, 3000, 'both listener errors reported');
+    await s.send('still fine');
+    expect((await take(s.messages(), 1))[0]!.payload.toString()).toBe('re: still fine');
+    expect(accepted[0]!.isOpen).toBe(true);
+    expect(alice.isReady).toBe(true);
+  });
+
+  it('leaving accept() stops accepting; half-open sessions are bounded', async () => {
+    const url = await node();
+    const alice = await SlimApp.connect({ name: 'org/ns/alice', slim: url, sessions: { maxPending: 2 } });
+    cleanups.push(() => alice.close());
+    const it = alice.sessions.accept();
+    const bob = await app(url, 'org/ns/bob');
+    // Scripted discoveries that never complete: the third is refused.
+    const refusals: string[] = [];
+    vi.spyOn(bob.sessions, 'handle').mockImplementation((msg) => {
+      const f = decodeSessionFrame(msg.payload);
+      if (f.type === FrameType.Refuse) refusals.push(f.reason);
+    });
+    for (const sid of ['p1', 'p2', 'p3']) sendFrame(bob, formatName(alice.name), frame({ sessionId: sid, type: FrameType.Discover, kind: SessionKind.PointToPoint, seq: 1 }));
+    await eventually(() => refusals.length === 1, 3000, 'third refused');
+    expect(refusals[0]).toMatch(/too many sessions being set up/);
+    expect(alice.sessions.stats.dropped['too-many-pending']).toBe(1);
+    await it.return!();
+    vi.restoreAllMocks();
+    await expect(bob.sessions.openPointToPoint('org/ns/alice', { timeoutMs: 2000 })).rejects.toThrow(/does not accept sessions/);
+  });
+
+  it('options out of range are errors naming them', async () => {
+    const url = await node();
+    const bob = await app(url, 'org/ns/bob');
+    await expect(bob.sessions.createGroup('org/ns/chat', { heartbeatMs: 3e9 })).rejects.toThrow('group session: heartbeatMs must be a whole number of milliseconds from 1 to 3600000, got 3000000000');
+    await expect(bob.sessions.openPointToPoint('org/ns/alice', { timeoutMs: Number.NaN })).rejects.toThrow('point-to-point session: timeoutMs must be');
+    await expect(bob.sessions.openPointToPoint('org/ns/alice', { reliability: { window: 0 } })).rejects.toThrow('window must be a positive integer');
+  });
+
+  it('an instance that answered an invitation late is told to go, and lets go of the channel', async () => {
+    const url = await node();
+    const mod = await app(url, 'org/ns/mod');
+    const b1 = await app(url, 'org/ns/b', { instance: 'one' });
+    const b2 = await app(url, 'org/ns/b', { instance: 'two' });
+    for (const b of [b1, b2]) b.sessions.on('session', () => undefined);
+    // Whichever instance gets the first discovery answers it only after the retransmission went to the other.
+    let first = true;
+    for (const b of [b1, b2]) {
+      filterSends(b, (f) => {
+        if (f.type !== FrameType.Join) return true;
+        if (first) {
+          first = false;
+          return 900;
+        }
+        return true;
+      });
+    }
+    const g = await mod.sessions.createGroup('org/ns/chat');
+    const member = await g.invite('org/ns/b');
+    const loser = member.name.instance === 'one' ? b2 : b1;
+    await eventually(() => loser.sessions.list().length === 0, 3000, 'the late instance dropped its half');
   });
 });

@@ -1,5 +1,6 @@
-// An unbounded hand-over from a producer (the session's receive path) to one consumer, either
-// an async iterator or a callback. The session's reliability window bounds what can pile up.
+// A hand-over from a producer (the session's receive path) to one consumer, either an async
+// iterator or a callback. Not bounded here: a session stops acknowledging new messages while too
+// many wait (its high-water mark), so senders hold back.
 
 export class AsyncQueue<T> {
   private items: T[] = [];

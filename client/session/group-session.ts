@@ -13,7 +13,16 @@ import type { ReceivedMessage } from '../received-message.js';
 import { MlsGroup, MlsRefused } from './mls-group.js';
 import { reliabilityOptions } from './reliability.js';
 import type { SessionLayer } from './session-layer.js';
-import { Session, SessionError, provenIdentity, type SessionKindName, type SessionOptions } from './session.js';
+import {
+  Session,
+  SessionError,
+  durationOption,
+  provenIdentity,
+  reliabilityFields,
+  reliabilityFromFrame,
+  type SessionKindName,
+  type SessionOptions,
+} from './session.js';
 
 export interface GroupOptions extends SessionOptions {
   /** Heartbeat interval every member uses (default 1000 ms). */
@@ -79,11 +88,12 @@ export class GroupSession extends Session {
     this.moderatorName = moderator.name;
     this.moderatorIdentity = moderator.identity;
     this.isModerator = isModerator;
-    this.heartbeatMs = opts.heartbeatMs ?? 1000;
+    this.heartbeatMs = durationOption('group session: heartbeatMs', opts.heartbeatMs, 1000, 3_600_000);
+    this.inviteTimeoutMs = durationOption('group session: inviteTimeoutMs', opts.inviteTimeoutMs, 15_000);
     this.missed = opts.missedHeartbeats ?? 3;
-    this.inviteTimeoutMs = opts.inviteTimeoutMs ?? 15_000;
-    if (!Number.isInteger(this.heartbeatMs) || this.heartbeatMs <= 0) throw new RangeError(`group session: heartbeatMs must be a positive integer, got ${this.heartbeatMs}`);
-    if (!Number.isInteger(this.missed) || this.missed <= 0) throw new RangeError(`group session: missedHeartbeats must be a positive integer, got ${this.missed}`);
+    if (!Number.isInteger(this.missed) || this.missed <= 0 || this.missed > 1000) {
+      throw new RangeError(`group session: missedHeartbeats must be a whole number from 1 to 1000, got ${String(this.missed)}`);
+    }
   }
 
   /** Current members (this app included). */
@@ -135,10 +145,14 @@ export class GroupSession extends Session {
     return s;
   }
 
-  /** Invites one instance of `name` (anycast without an instance); resolves with the new member once every member has the change. */
-  invite(name: Name | string): Promise<Member> {
+  /**
+   * Invites one instance of `name` (anycast without an instance); resolves with the new member
+   * once every member has the change. `identity` pins the SPIFFE ID the invitee must prove (the
+   * data plane does not bind names to identities).
+   */
+  invite(name: Name | string, opts: { identity?: string } = {}): Promise<Member> {
     const n = typeof name === 'string' ? parseName(name) : name;
-    return this.serialized(() => this.doInvite(n));
+    return this.serialized(() => this.doInvite(n, opts.identity));
   }
 
   /** Removes a member (its exact name, or a service name when only one instance is a member). */
@@ -170,7 +184,7 @@ export class GroupSession extends Session {
     throw new SessionError(`${text} is not a member of session ${this.id}`);
   }
 
-  private async doInvite(name: Name): Promise<Member> {
+  private async doInvite(name: Name, identity: string | undefined): Promise<Member> {
     this.requireOpen();
     const discover = frame({
       sessionId: this.id,
@@ -180,27 +194,40 @@ export class GroupSession extends Session {
       channel: this.channel,
       moderator: this.moderatorName,
       heartbeatMs: this.heartbeatMs,
-      reliable: this.reliability.reliable,
+      missedHeartbeats: this.missed,
+      ...reliabilityFields(this.reliability),
     });
-    const { answer, member } = await this.discover(name, discover, { what: `the invitation of ${formatName(name)}`, refused: 'the invitation' }, Date.now() + this.inviteTimeoutMs);
+    const says = { what: `the invitation of ${formatName(name)}`, refused: 'the invitation', identity };
+    const { answer, member } = await this.discover(name, discover, says, Date.now() + this.inviteTimeoutMs);
     const source = formatName(member.name);
     if (this.memberMap.has(source)) throw new SessionError(`${source} is already a member of session ${this.id}`);
+    const twin = this.mls ? this.members.find((m) => m.identity === member.identity) : undefined;
+    if (twin) {
+      // An MLS group removes members by credential: two members with one identity could not be told apart.
+      this.layer.transmit(member.name, frame({ sessionId: this.id, type: FrameType.Close, reason: 'another member already has this identity' }));
+      throw new SessionError(`${source} proves ${member.identity}, which ${formatName(twin.name)} already has; an MLS group holds one member per identity`);
+    }
     const others = this.otherMembers();
     let commit: Uint8Array = new Uint8Array(0);
     let welcome: Uint8Array = new Uint8Array(0);
     if (this.mlsGroup) ({ commit, welcome } = await this.mlsGroup.add([answer.body]));
     this.memberMap.set(source, member);
+    this.gone.delete(source);
     this.version = this.mlsGroup ? Number(this.mlsGroup.epoch) : this.version + 1;
     await this.deliverCommit(others, commit, 'joined');
-    await this.request(member.name, this.stateFrame(FrameType.Welcome, welcome, 'joined'), [FrameType.WelcomeAck], { what: 'the group welcome' }).catch((err: Error) => {
-      this.log?.warn({ member: source, reason: err.message }, 'the invited member did not confirm its welcome');
-    });
+    try {
+      await this.request(member.name, this.stateFrame(FrameType.Welcome, welcome, 'joined'), [FrameType.WelcomeAck], { what: 'the group welcome', from: member });
+    } catch (err) {
+      // Nobody is left in the roster who never joined: the addition is undone by a removal.
+      await this.removeMember(member, 'removed', { notify: false });
+      throw new SessionError(`${source} did not confirm its welcome (${(err as Error).message}); the invitation was undone`);
+    }
     this.lastHeard.set(source, Date.now());
     this.membership('joined', member);
     return member;
   }
 
-  private async removeMember(m: Member, why: 'removed' | 'left', request?: { frame: SessionFrame; to: Name }): Promise<void> {
+  private async removeMember(m: Member, why: 'removed' | 'left', how: { answer?: { frame: SessionFrame; to: Name }; notify?: boolean } = {}): Promise<void> {
     const key = formatName(m.name);
     if (key === formatName(this.moderatorName)) throw new SessionError('the moderator cannot remove itself; close the session instead');
     let commit: Uint8Array = new Uint8Array(0);
@@ -210,10 +237,11 @@ export class GroupSession extends Session {
     this.version = this.mlsGroup ? Number(this.mlsGroup.epoch) : this.version + 1;
     await this.deliverCommit(this.otherMembers(), commit, why);
     // Tell the member itself; a leaver's request gets this as its answer.
-    if (request) this.answer(request.to, request.frame, { type: FrameType.Removed, reason: why, epoch: this.version });
-    else {
+    if (how.answer) this.answer(how.answer.to, how.answer.frame, { type: FrameType.Removed, reason: why, epoch: this.version });
+    else if (how.notify !== false) {
       await this.request(m.name, frame({ sessionId: this.id, type: FrameType.Removed, reason: why, epoch: this.version }), [FrameType.CommitAck], {
         what: 'the removal notice',
+        from: m,
       }).catch((err: Error) => this.log?.warn({ member: key, reason: err.message }, 'the removed member did not confirm'));
     }
     this.membership(why, m);
@@ -222,7 +250,7 @@ export class GroupSession extends Session {
   /** Sends the commit to each member and waits for all of them (or their retries to run out). */
   private async deliverCommit(to: Member[], commit: Uint8Array, why: MembershipChange): Promise<void> {
     const f = this.stateFrame(FrameType.Commit, commit, why);
-    const results = await Promise.allSettled(to.map((m) => this.request(m.name, f, [FrameType.CommitAck], { what: `the commit for epoch ${this.version}` })));
+    const results = await Promise.allSettled(to.map((m) => this.request(m.name, f, [FrameType.CommitAck], { what: `the commit for epoch ${this.version}`, from: m })));
     results.forEach((r, i) => {
       if (r.status === 'rejected') this.log?.warn({ member: formatName(to[i]!.name), epoch: this.version, reason: (r.reason as Error).message }, 'a member did not acknowledge a commit');
     });
@@ -259,24 +287,25 @@ export class GroupSession extends Session {
       layer,
       f.sessionId,
       f.mls,
-      { reliability: { reliable: f.reliable }, heartbeatMs: f.heartbeatMs || undefined },
+      { reliability: reliabilityFromFrame(f), heartbeatMs: f.heartbeatMs || undefined, missedHeartbeats: f.missedHeartbeats || undefined },
       f.channel!,
       moderator,
       false,
     );
-    s.armJoinTimer('the moderator never completed the invitation');
+    s.armJoinTimer('the moderator never completed the invitation', msg.source!);
     return s;
   }
 
   protected override async handleControl(f: SessionFrame, msg: ReceivedMessage): Promise<void> {
     const from = formatName(msg.source!);
-    if (f.type === FrameType.Heartbeat) {
-      this.heard(from, provenIdentity(msg), f.low);
-      return;
-    }
     if (this.isModerator) {
       if (f.type === FrameType.Leave) return this.leaveRequested(f, msg);
-      if (f.type === FrameType.Join) return; // a late answer to an invitation already settled
+      if (f.type === FrameType.Join) {
+        // A late answer to an invitation already settled (another instance answered first):
+        // that instance must not stay half-joined.
+        if (!this.memberMap.has(from)) this.layer.transmit(msg.source!, frame({ sessionId: this.id, type: FrameType.Close, reason: 'the invitation went to another instance' }));
+        return;
+      }
       this.layer.drop('unexpected', `${FrameType[f.type]} from ${from} is not expected by the moderator`, { session: this.id });
       return;
     }
@@ -293,6 +322,10 @@ export class GroupSession extends Session {
         if (!this.channelJoined) {
           // Subscribed before answering, so the commit's multicasts already find this member.
           await this.layer.joinChannel(this.channel);
+          if (this.state === 'closed') {
+            this.layer.leaveChannel(this.channel); // finished while subscribing: nothing releases it later
+            return;
+          }
           this.channelJoined = true;
         }
         return this.offerJoin(msg.source!, f);
@@ -307,6 +340,8 @@ export class GroupSession extends Session {
         return;
       case FrameType.Removed:
         this.answer(msg.source!, f, { type: FrameType.CommitAck });
+        // A late notice of an earlier removal must not end a membership that came after it.
+        if (this.state === 'open' && f.epoch <= this.version) return;
         this.membership(f.reason === 'left' ? 'left' : 'removed', this.self());
         this.finish(`${f.reason === 'left' ? 'left' : 'removed by the moderator'}`);
         return;
@@ -360,10 +395,7 @@ export class GroupSession extends Session {
       this.checkRoster(this.mlsGroup, f.members);
       this.version = Number(this.mlsGroup.epoch);
     } else {
-      if (f.epoch !== this.version + 1) {
-        this.layer.drop('epoch-gap', `commit for epoch ${f.epoch}, this member is at ${this.version}`, { session: this.id });
-        return;
-      }
+      // Without MLS a commit is the whole member list: a missed one is simply overtaken.
       this.version = f.epoch;
     }
     const before = new Map(this.memberMap);
@@ -395,7 +427,14 @@ export class GroupSession extends Session {
   leave(): Promise<void> {
     if (this.isModerator) return this.close();
     if (this.state !== 'open') return Promise.resolve();
-    this.leaving ??= this.request(this.moderatorName, frame({ sessionId: this.id, type: FrameType.Leave }), [FrameType.Removed], { what: 'the leave request' })
+    // The moderator may first finish an invitation in progress: wait as long as one can take.
+    const leave = frame({ sessionId: this.id, type: FrameType.Leave });
+    this.leaving ??= this.request(this.moderatorName, leave, [FrameType.Removed], {
+      what: 'the leave request',
+      from: this.moderator,
+      tries: Number.MAX_SAFE_INTEGER,
+      deadlineMs: this.inviteTimeoutMs + (this.reliability.maxRetries + 1) * this.reliability.retryIntervalMs,
+    })
       .then(
         () => undefined,
         (err: Error) => this.log?.warn({ reason: err.message }, 'the moderator did not confirm the leave; leaving anyway'),
@@ -422,7 +461,7 @@ export class GroupSession extends Session {
       return;
     }
     // Not awaited: the frame queue must keep moving (the commit's acknowledgements come through it).
-    void this.serialized(() => (this.memberMap.has(key) ? this.removeMember(m, 'left', { frame: f, to: msg.source! }) : Promise.resolve())).catch((err: Error) =>
+    void this.serialized(() => (this.memberMap.has(key) ? this.removeMember(m, 'left', { answer: { frame: f, to: msg.source! } }) : Promise.resolve())).catch((err: Error) =>
       this.log?.warn({ member: key, reason: err.message }, 'could not remove a leaving member'),
     );
   }
@@ -438,7 +477,7 @@ export class GroupSession extends Session {
   private beat(): void {
     if (this.state !== 'open') return;
     // Alone in the group (a moderator before its first invitation) there is nobody to tell.
-    if (this.memberMap.size > 1) this.layer.transmit(this.channel, frame({ sessionId: this.id, type: FrameType.Heartbeat, low: this.outbound.low, epoch: this.version }), MULTICAST);
+    if (this.memberMap.size > 1) void this.sendMark(this.channel, this.outbound.low, MULTICAST);
     const now = Date.now();
     const me = formatName(this.layer.host.name);
     for (const [k, m] of this.memberMap) {
@@ -450,17 +489,10 @@ export class GroupSession extends Session {
     }
   }
 
-  private heard(from: string, identity: string, low: number): void {
-    const m = this.memberMap.get(from);
-    if (!m && this.gone.has(from)) return;
-    if (!m || m.identity !== identity) {
-      // A member this side does not know yet (its commit is on the way) or an impostor.
-      this.layer.drop('not-member', `heartbeat from ${from}, which is not a member`, { session: this.id }, 'debug');
-      return;
-    }
-    this.lastHeard.set(from, Date.now());
-    this.advanceInbound(from, low);
-    if (this.offline.delete(from)) this.membership('online', m);
+  protected override heardFrom(source: string): void {
+    this.lastHeard.set(source, Date.now());
+    const m = this.memberMap.get(source);
+    if (m && this.offline.delete(source)) this.membership('online', m);
   }
 
   protected override departed(source: string): boolean {
@@ -513,7 +545,7 @@ export class GroupSession extends Session {
     if (!this.isModerator) return this.leave();
     if (this.state === 'open') {
       const f = frame({ sessionId: this.id, type: FrameType.Close, reason: 'closed by the moderator' });
-      await Promise.allSettled(this.otherMembers().map((m) => this.request(m.name, f, [FrameType.CommitAck], { what: 'the close notice', tries: 3 })));
+      await Promise.allSettled(this.otherMembers().map((m) => this.request(m.name, f, [FrameType.CommitAck], { what: 'the close notice', tries: 3, from: m })));
     }
     this.finish('closed by the application');
   }

@@ -18,11 +18,16 @@ import type { ReceivedMessage } from '../received-message.js';
 import { MlsGroup, MlsRefused } from './mls-group.js';
 import { reliabilityOptions } from './reliability.js';
 import type { SessionLayer } from './session-layer.js';
-import { Session, provenIdentity, type SessionKindName, type SessionOptions } from './session.js';
+import { Session, durationOption, provenIdentity, reliabilityFields, reliabilityFromFrame, type SessionKindName, type SessionOptions } from './session.js';
 
 export interface PointToPointOptions extends SessionOptions {
   /** How long to look for an instance (a route may still be on its way; default 15 s). */
   timeoutMs?: number;
+  /**
+   * The identity (SPIFFE ID) the instance must prove. Names are not bound to identities by the
+   * data plane: pin one when any app could subscribe to the name.
+   */
+  identity?: string;
 }
 
 export class PointToPointSession extends Session {
@@ -48,29 +53,36 @@ export class PointToPointSession extends Session {
   }
 
   static async open(layer: SessionLayer, remote: Name, opts: PointToPointOptions): Promise<PointToPointSession> {
+    const timeoutMs = durationOption('point-to-point session: timeoutMs', opts.timeoutMs, 15_000);
     const s = new PointToPointSession(layer, randomUUID(), opts.mls ?? false, opts, true);
     layer.register(s);
     try {
-      await s.handshake(remote, opts.timeoutMs ?? 15_000);
+      await s.handshake(remote, timeoutMs, opts.identity);
     } catch (err) {
+      // A peer already bound must not keep a half of the session nobody will use.
+      if (s.peerName) s.layer.transmit(s.peerName, frame({ sessionId: s.id, type: FrameType.Close, reason: `the initiator gave up: ${(err as Error).message}` }));
       s.finish(`could not open: ${(err as Error).message}`);
       throw err;
     }
     return s;
   }
 
-  private async handshake(remote: Name, timeoutMs: number): Promise<void> {
+  private async handshake(remote: Name, timeoutMs: number, identity: string | undefined): Promise<void> {
     const me = this.layer.myIdentity;
     const group = this.mls ? await MlsGroup.create(await this.layer.mlsIdentity(), Buffer.from(this.id)) : undefined;
-    const discover = frame({ sessionId: this.id, type: FrameType.Discover, kind: SessionKind.PointToPoint, mls: this.mls, reliable: this.reliability.reliable });
-    const { answer, member } = await this.discover(remote, discover, { what: `a session request to ${formatName(remote)}`, refused: 'the session' }, Date.now() + timeoutMs);
+    const discover = frame({ sessionId: this.id, type: FrameType.Discover, kind: SessionKind.PointToPoint, mls: this.mls, ...reliabilityFields(this.reliability) });
+    const says = { what: `a session request to ${formatName(remote)}`, refused: 'the session', identity };
+    const { answer, member } = await this.discover(remote, discover, says, Date.now() + timeoutMs);
     this.bind(member.name, member.identity);
     let welcome: Uint8Array = new Uint8Array(0);
     if (group) {
       ({ welcome } = await group.add([answer.body]));
       this.mlsGroup = group;
     }
-    await this.request(member.name, this.welcomeFrame(welcome, me), [FrameType.WelcomeAck], { what: group ? 'the MLS welcome' : 'the session welcome' });
+    await this.request(member.name, this.welcomeFrame(welcome, me), [FrameType.WelcomeAck], {
+      what: group ? 'the MLS welcome' : 'the session welcome',
+      from: { name: member.name, identity: member.identity },
+    });
     this.state = 'open';
     this.log?.info({ peer: this.peerKey, identity: this.peerIdentity, mls: this.mls }, 'session open');
   }
@@ -97,9 +109,9 @@ export class PointToPointSession extends Session {
 
   /** The half-open responder side, created when a DISCOVER arrives. */
   static responder(layer: SessionLayer, f: SessionFrame, msg: ReceivedMessage): PointToPointSession {
-    const s = new PointToPointSession(layer, f.sessionId, f.mls, { reliability: { reliable: f.reliable } }, false);
+    const s = new PointToPointSession(layer, f.sessionId, f.mls, { reliability: reliabilityFromFrame(f) }, false);
     s.bind(msg.source!, provenIdentity(msg));
-    s.armJoinTimer('the initiator never completed the session');
+    s.armJoinTimer('the initiator never completed the session', msg.source!);
     return s;
   }
 

@@ -60,6 +60,11 @@ const noop = (): void => undefined;
 export interface OutboundHooks<T> {
   /** Retransmit `item` (sequence `seq`) to these recipients. */
   retransmit(item: T, seq: number, to: string[]): void;
+  /**
+   * Retries for `seq` ran out and `low` moved past it: the recipients that never got it must
+   * hear the new mark, or the messages after the gap wait for it forever.
+   */
+  gaveUp(seq: number, low: number, missing: string[]): void;
 }
 
 /** The sending half: sequence numbers, the unacknowledged window, retransmission. */
@@ -86,21 +91,17 @@ export class Outbound<T> {
     return this.unacked.size;
   }
 
-  /** Resolves when the window has room for one more message. */
-  async slot(): Promise<void> {
-    while (this.opts.reliable && this.unacked.size >= this.opts.window) {
-      if (this.closedWith) throw this.closedWith;
+  /**
+   * Waits for room in the window, then takes the next sequence number and holds its place until
+   * track() or abandon(): while a message is still being encrypted, `low` must not move past it,
+   * or a receiver would skip it as settled. Checking for room and taking the place happen in one
+   * step, so concurrent callers cannot overfill the window.
+   */
+  async reserve(): Promise<number> {
+    while (this.opts.reliable && this.unacked.size >= this.opts.window && !this.closedWith) {
       await new Promise<void>((r) => this.slotWaiters.push(r));
     }
     if (this.closedWith) throw this.closedWith;
-  }
-
-  /**
-   * Takes the next sequence number and holds its place in the window until track() or
-   * abandon(): while a message is still being encrypted, `low` must not move past it, or a
-   * receiver would skip it as settled.
-   */
-  take(): number {
     const seq = this.nextSeq++;
     if (this.opts.reliable) {
       this.unacked.set(seq, { seq, item: undefined as T, waiting: new Set(), retries: 0, timer: undefined, resolve: noop, reject: noop });
@@ -142,7 +143,9 @@ export class Outbound<T> {
   private expire(u: Unacked<T>): void {
     if (this.unacked.get(u.seq) !== u) return;
     if (u.retries >= this.opts.maxRetries) {
-      this.settle(u, new SessionDeliveryError(this.sessionId, u.seq, [...u.waiting], u.retries));
+      const missing = [...u.waiting];
+      this.settle(u, new SessionDeliveryError(this.sessionId, u.seq, missing, u.retries));
+      this.hooks.gaveUp(u.seq, this.low, missing);
       return;
     }
     u.retries++;
@@ -190,8 +193,6 @@ export class Inbound<T> {
   /** Next sequence number to hand over; 0 until the first message fixes the starting point. */
   private expected = 0;
   private readonly held = new Map<number, T>();
-  /** Highest sequence number seen: a sender cannot have settled beyond what it sent. */
-  private highest = 0;
   duplicates = 0;
   skipped = 0;
 
@@ -201,23 +202,27 @@ export class Inbound<T> {
   ) {}
 
   /**
-   * Classifies `seq` (with the sender's `low` mark). 'duplicate' should be acknowledged again
-   * and dropped; 'beyond-window' dropped unacknowledged (the sender retransmits it later).
+   * Classifies `seq` before anything else is done with it; changes nothing, so a frame that then
+   * fails authentication leaves no trace. 'duplicate' should be acknowledged again and dropped;
+   * 'beyond-window' dropped unacknowledged (the sender retransmits it later).
    */
-  arrival(seq: number, low: number): Arrival {
-    if (this.expected === 0) this.expected = low > 0 && low <= seq ? low : seq;
+  arrival(seq: number): Arrival {
+    if (this.expected === 0) return 'new';
     if (seq < this.expected || this.held.has(seq)) {
       this.duplicates++;
       return 'duplicate';
     }
     if (seq >= this.expected + 2 * this.window) return 'beyond-window';
-    if (seq > this.highest) this.highest = seq;
     return 'new';
   }
 
-  /** Hands over `item` when its turn comes; call after arrival() said 'new'. */
+  /**
+   * Takes an authenticated message and hands it over when its turn comes. The first one fixes
+   * where the stream starts: the sender's `low` mark, which it sent along.
+   */
   accept(seq: number, item: T, low: number): void {
-    if (seq < this.expected || this.held.has(seq)) return;
+    if (this.expected === 0) this.expected = low > 0 && low <= seq ? low : seq;
+    if (seq < this.expected || this.held.has(seq) || seq >= this.expected + 2 * this.window) return;
     this.held.set(seq, item);
     this.advance(low);
   }
@@ -227,8 +232,9 @@ export class Inbound<T> {
    * beyond them is handed over.
    */
   advance(low: number): void {
+    // `low` comes from an authenticated frame (MLS) or, on plaintext sessions, is trusted like
+    // everything else there.
     if (this.expected === 0) return;
-    low = Math.min(low, this.highest + 1);
     if (low > this.expected) {
       const below = [...this.held.keys()].filter((s) => s < low).sort((a, b) => a - b);
       this.skipped += low - this.expected - below.length;

@@ -11,7 +11,7 @@ import { AsyncQueue } from './async-queue.js';
 import { GroupSession, type GroupOptions } from './group-session.js';
 import { MlsIdentity } from './mls-group.js';
 import { PointToPointSession, type PointToPointOptions } from './point-to-point.js';
-import { nameIdentity, type Session } from './session.js';
+import { durationOption, nameIdentity, type Session } from './session.js';
 
 /** What the layer needs from the app it serves (SlimApp provides it). */
 export interface SessionHost {
@@ -29,6 +29,8 @@ export interface SessionLayerOptions {
   requireMls?: boolean;
   /** A half-open session someone started here is dropped when not completed within this (default 30 s). */
   joinTimeoutMs?: number;
+  /** Half-open sessions others may have started here at once (default 256; 16 per sender). */
+  maxPending?: number;
 }
 
 export interface SessionStats {
@@ -78,7 +80,15 @@ export class SessionLayer extends EventEmitter {
   ) {
     super();
     this.log = log;
-    this.opts = { accept: opts.accept ?? true, requireMls: opts.requireMls ?? false, joinTimeoutMs: opts.joinTimeoutMs ?? 30_000 };
+    this.opts = {
+      accept: opts.accept ?? true,
+      requireMls: opts.requireMls ?? false,
+      joinTimeoutMs: durationOption('sessions: joinTimeoutMs', opts.joinTimeoutMs, 30_000),
+      maxPending: opts.maxPending ?? 256,
+    };
+    if (!Number.isInteger(this.opts.maxPending) || this.opts.maxPending < 1) {
+      throw new RangeError(`sessions: maxPending must be a whole number from 1, got ${String(this.opts.maxPending)}`);
+    }
     this.incoming = new AsyncQueue((err) => this.handlerError(err));
   }
 
@@ -109,7 +119,22 @@ export class SessionLayer extends EventEmitter {
   /** Sessions others open with this app (point-to-point, or group invitations), once established. */
   accept(): AsyncIterableIterator<PointToPointSession | GroupSession> {
     this.acceptIterators++;
-    return this.incoming.iterate();
+    const it = this.incoming.iterate();
+    let stopped = false;
+    const stop = (): Promise<IteratorResult<PointToPointSession | GroupSession>> => {
+      // Leaving the loop (break, return) stops accepting through this iterator.
+      if (!stopped) {
+        stopped = true;
+        this.acceptIterators--;
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    };
+    const wrapped: AsyncIterableIterator<PointToPointSession | GroupSession> = {
+      next: () => (stopped ? stop() : it.next()),
+      return: stop,
+      [Symbol.asyncIterator]: () => wrapped,
+    };
+    return wrapped;
   }
 
   private get accepting(): boolean {
@@ -182,17 +207,29 @@ export class SessionLayer extends EventEmitter {
     };
     if (!this.accepting) return refuse(`${formatName(this.host.name)} does not accept sessions`);
     if (this.opts.requireMls && !f.mls) return refuse(`${formatName(this.host.name)} accepts only MLS sessions`);
+    // Each half-open session holds a timer (and, with MLS, a key package): bounded, per sender too.
+    const from = formatName(msg.source!);
+    const pending = [...this.sessions.values()].filter((x) => !x.isOpen);
+    if (pending.length >= this.opts.maxPending || pending.filter((x) => x.invitedBy === from).length >= Math.min(16, this.opts.maxPending)) {
+      this.drop('too-many-pending', `${pending.length} sessions are being set up; ${from} asked for another`, { session: f.sessionId });
+      return refuse('too many sessions being set up; try again later');
+    }
     let s: Session;
-    if (f.kind === SessionKind.PointToPoint) s = PointToPointSession.responder(this, f, msg);
-    else if (f.kind === SessionKind.Group) {
-      if (!f.channel || !f.channel.service) {
-        this.drop('malformed', 'group invitation without a channel', { session: f.sessionId });
+    try {
+      if (f.kind === SessionKind.PointToPoint) s = PointToPointSession.responder(this, f, msg);
+      else if (f.kind === SessionKind.Group) {
+        if (!f.channel || !f.channel.service) {
+          this.drop('malformed', 'group invitation without a channel', { session: f.sessionId });
+          return;
+        }
+        s = GroupSession.invited(this, f, msg);
+      } else {
+        this.drop('malformed', `discovery of unknown session kind ${f.kind}`, { session: f.sessionId });
         return;
       }
-      s = GroupSession.invited(this, f, msg);
-    } else {
-      this.drop('malformed', `discovery of unknown session kind ${f.kind}`, { session: f.sessionId });
-      return;
+    } catch (err) {
+      // The initiator's settings are out of range: it learns which.
+      return refuse((err as Error).message);
     }
     this.register(s);
     s.enqueue(f, msg);
@@ -260,7 +297,11 @@ export class SessionLayer extends EventEmitter {
   drop(reason: string, detail: string, fields: Record<string, unknown> = {}, level: 'warn' | 'debug' = 'warn'): void {
     this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + 1;
     this.log?.[level]({ ...fields, reason, detail }, 'session frame dropped');
-    this.emit('drop', reason, detail);
+    try {
+      this.emit('drop', reason, detail);
+    } catch (err) {
+      this.handlerError(err);
+    }
   }
 
   handlerError(err: unknown): void {

@@ -2,6 +2,7 @@
 // exchanges with retransmission, reliable data with acknowledgements, end-to-end protection of
 // payloads (MLS or none), and the application-facing message stream.
 
+import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { formatName, type Name } from '../../proto/dataplane.js';
@@ -38,6 +39,28 @@ export interface SessionOptions {
   reliability?: Partial<ReliabilityOptions>;
 }
 
+/** The reliability settings a DISCOVER carries, so the invited side uses the initiator's. */
+export function reliabilityFields(r: ReliabilityOptions): Pick<SessionFrame, 'reliable' | 'window' | 'retryIntervalMs' | 'maxRetries'> {
+  return { reliable: r.reliable, window: r.window, retryIntervalMs: r.retryIntervalMs, maxRetries: r.maxRetries };
+}
+
+/** The invited side's reliability: what the DISCOVER says (0: this side's default). */
+export function reliabilityFromFrame(f: SessionFrame): Partial<ReliabilityOptions> {
+  return {
+    reliable: f.reliable,
+    ...(f.window ? { window: f.window } : {}),
+    ...(f.retryIntervalMs ? { retryIntervalMs: f.retryIntervalMs } : {}),
+    ...(f.maxRetries ? { maxRetries: f.maxRetries } : {}),
+  };
+}
+
+/** Checks a duration option; the message names it. */
+export function durationOption(what: string, value: number | undefined, fallback: number, max = 2 ** 31 - 1): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v <= 0 || v > max) throw new RangeError(`${what} must be a whole number of milliseconds from 1 to ${max}, got ${String(v)}`);
+  return v;
+}
+
 /** Identity a peer is held to: the node-stamped SPIFFE ID, or its name on plaintext links. */
 export function provenIdentity(msg: ReceivedMessage): string {
   return msg.identity || (msg.source ? nameIdentity(msg.source) : '');
@@ -48,15 +71,37 @@ export function nameIdentity(n: Name): string {
   return `slim-name:${formatName(n)}`;
 }
 
-/** Additional authenticated data of a data frame: MLS then refuses a ciphertext moved to another seq or session. */
-function dataAad(sessionId: string, seq: number): Uint8Array {
-  return Buffer.from(`${sessionId}/${seq}`);
+/**
+ * Additional authenticated data of a data frame: MLS then refuses a ciphertext moved to another
+ * session or sequence number, or given another `low` mark.
+ */
+function dataAad(sessionId: string, seq: number, low: number): Buffer {
+  return Buffer.from(`${sessionId}/${seq}/${low}`);
+}
+
+/** Authenticated data of a mark (a heartbeat, or a gap notice): only the sender can move its `low`. */
+function markAad(sessionId: string, low: number): Buffer {
+  return Buffer.from(`${sessionId}/mark/${low}`);
+}
+
+/** Who may answer a request: the name it went to (any instance for anycast), with the identity expected. */
+export interface AnswerFrom {
+  name: Name;
+  /** The identity the answer must prove; undefined = any (a discovery without a pinned identity). */
+  identity?: string;
+}
+
+function answersFrom(want: AnswerFrom, msg: ReceivedMessage): boolean {
+  const n = msg.source!;
+  const w = want.name;
+  if (n.org !== w.org || n.namespace !== w.namespace || n.service !== w.service) return false;
+  if (w.instance && n.instance !== w.instance) return false;
+  return want.identity === undefined || provenIdentity(msg) === want.identity;
 }
 
 interface PendingRequest {
   answers: FrameType[];
-  /** Formatted name the answer must come from; undefined = anyone (a discovery). */
-  from: string | undefined;
+  from: AnswerFrom;
   resolve(r: { frame: SessionFrame; msg: ReceivedMessage }): void;
   reject(e: Error): void;
   timer: NodeJS.Timeout;
@@ -77,9 +122,12 @@ export abstract class Session extends EventEmitter {
   private readonly inbound = new Map<string, Inbound<SessionMessage>>();
   private readonly queue: AsyncQueue<SessionMessage>;
   private chain: Promise<void> = Promise.resolve();
-  private nextRequest = 1;
+  // Request ids start at a random point: an answer must also echo one to be taken.
+  private nextRequest = 1 + randomInt(2 ** 30);
   private readonly pending = new Map<number, PendingRequest>();
   protected readonly log: Logger | undefined;
+  /** Who started this session, when someone else did (formatted name); for the half-open limit. */
+  invitedBy: string | undefined;
   /** The key package this side offered when invited (MLS). */
   protected keyPackage: MlsKeyPackage | undefined;
   protected joinTimer: NodeJS.Timeout | undefined;
@@ -96,11 +144,17 @@ export abstract class Session extends EventEmitter {
     this.log = layer.log?.child({ session: id });
     this.queue = new AsyncQueue((err) => layer.handlerError(err));
     this.outbound = new Outbound(id, reliability, {
+      // The frame goes again as it was: its `low` is authenticated with the payload.
       retransmit: (f, _seq, to) => {
-        const again = { ...f, low: this.outbound.low };
         for (const key of to) {
           const dest = this.recipientName(key);
-          if (dest) this.layer.transmit(dest, again);
+          if (dest) this.layer.transmit(dest, f);
+        }
+      },
+      gaveUp: (_seq, low, missing) => {
+        for (const key of missing) {
+          const dest = this.recipientName(key);
+          if (dest) void this.sendMark(dest, low, false);
         }
       },
     });
@@ -140,17 +194,18 @@ export abstract class Session extends EventEmitter {
   async send(payload: Uint8Array | string): Promise<void> {
     this.requireOpen();
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
-    await this.outbound.slot();
-    this.requireOpen();
-    const seq = this.outbound.take();
+    const seq = await this.outbound.reserve();
+    // Taken now, while this message holds its place: everything below is settled.
+    const low = this.outbound.low;
     let body: Uint8Array;
     try {
-      body = this.mlsGroup ? await this.mlsGroup.encrypt(bytes, dataAad(this.id, seq)) : bytes;
+      this.requireOpen();
+      body = this.mlsGroup ? await this.mlsGroup.encrypt(bytes, dataAad(this.id, seq, low)) : bytes;
     } catch (err) {
       this.outbound.abandon(seq);
       throw err;
     }
-    const f = frame({ sessionId: this.id, type: FrameType.Data, seq, low: this.outbound.low, body, reliable: this.reliability.reliable });
+    const f = frame({ sessionId: this.id, type: FrameType.Data, seq, low, body, reliable: this.reliability.reliable });
     const recipients = this.recipients();
     const done = this.outbound.track(seq, f, recipients);
     this.transmitData(f, recipients);
@@ -175,6 +230,8 @@ export abstract class Session extends EventEmitter {
   protected departed(_source: string): boolean {
     return false;
   }
+  /** A member was heard from (an authenticated mark): group sessions track liveness. */
+  protected heardFrom(_source: string): void {}
   /** A control frame for this session (anything but DATA/ACK and request answers). */
   protected abstract handleControl(f: SessionFrame, msg: ReceivedMessage): Promise<void>;
 
@@ -182,12 +239,15 @@ export abstract class Session extends EventEmitter {
 
   /** Frames of one session are handled one at a time, in arrival order (MLS state is sequential). */
   enqueue(f: SessionFrame, msg: ReceivedMessage): void {
-    this.chain = this.chain.then(
-      () => this.handle(f, msg),
-    ).catch((err: unknown) => {
-      if (err instanceof MlsRefused) this.layer.drop(err.reason, err.message, { session: this.id, type: FrameType[f.type] });
-      else this.layer.drop('failed', (err as Error).message, { session: this.id, type: FrameType[f.type] });
-    });
+    this.chain = this.chain
+      .then(() => this.handle(f, msg))
+      .catch((err: unknown) => {
+        // Counted and logged; nothing here may leave the chain rejected, or every later frame
+        // of the session would be skipped.
+        if (err instanceof MlsRefused) this.layer.drop(err.reason, err.message, { session: this.id, type: FrameType[f.type] });
+        else this.layer.drop('failed', (err as Error).message, { session: this.id, type: FrameType[f.type] });
+      })
+      .catch(() => undefined);
   }
 
   private async handle(f: SessionFrame, msg: ReceivedMessage): Promise<void> {
@@ -196,7 +256,7 @@ export abstract class Session extends EventEmitter {
       return;
     }
     const p = this.pending.get(f.seq);
-    if (p && p.answers.includes(f.type) && (p.from === undefined || p.from === formatName(msg.source!))) {
+    if (p && p.answers.includes(f.type) && answersFrom(p.from, msg)) {
       this.pending.delete(f.seq);
       clearTimeout(p.timer);
       p.resolve({ frame: f, msg });
@@ -208,9 +268,28 @@ export abstract class Session extends EventEmitter {
       case FrameType.Ack:
         this.receiveAck(f, msg);
         return;
+      case FrameType.Heartbeat:
+        return this.receiveMark(f, msg);
       default:
         return this.handleControl(f, msg);
     }
+  }
+
+  /** Who sent this, if a member, checked against its proven identity; undefined = dropped (or a straggler). */
+  private member(msg: ReceivedMessage, what: string): string | undefined {
+    const source = formatName(msg.source!);
+    const expected = this.memberIdentity(source);
+    const identity = provenIdentity(msg);
+    if (expected === undefined) {
+      if (this.departed(source)) this.log?.debug({ source, what }, 'frame from a departed member ignored');
+      else this.layer.drop('not-member', `${what} from ${source}, which is not a member`, { session: this.id, identity }, what === 'heartbeat' ? 'debug' : 'warn');
+      return undefined;
+    }
+    if (identity !== expected) {
+      this.layer.drop('identity-mismatch', `${what} from ${source} proves ${identity || 'no identity'}, member is ${expected}`, { session: this.id });
+      return undefined;
+    }
+    return source;
   }
 
   private async receiveData(f: SessionFrame, msg: ReceivedMessage): Promise<void> {
@@ -219,29 +298,17 @@ export abstract class Session extends EventEmitter {
       this.layer.drop('not-ready', 'data before the session was established here', { session: this.id }, 'debug');
       return;
     }
-    const source = formatName(msg.source!);
-    const expected = this.memberIdentity(source);
-    const identity = provenIdentity(msg);
-    if (expected === undefined && this.departed(source)) {
-      this.log?.debug({ source }, 'data from a departed member ignored');
-      return;
-    }
-    if (expected === undefined) {
-      this.layer.drop('not-member', `data from ${source}, which is not a member`, { session: this.id, identity });
-      return;
-    }
-    if (identity !== expected) {
-      this.layer.drop('identity-mismatch', `data from ${source} proves ${identity || 'no identity'}, member is ${expected}`, { session: this.id });
-      return;
-    }
-    const reliable = f.reliable;
+    const source = this.member(msg, 'data');
+    if (source === undefined) return;
+    const expected = this.memberIdentity(source)!;
     let inb = this.inbound.get(source);
     if (!inb) {
       inb = new Inbound<SessionMessage>(this.reliability.window, (m) => this.deliver(m));
       this.inbound.set(source, inb);
     }
-    if (reliable) {
-      const arrival = inb.arrival(f.seq, f.low);
+    if (f.reliable) {
+      // Classified before decryption, changed only after it: a forged frame leaves no trace.
+      const arrival = inb.arrival(f.seq);
       if (arrival === 'duplicate') {
         this.layer.stats.duplicates++;
         this.sendAck(msg.source!, f.seq);
@@ -249,6 +316,12 @@ export abstract class Session extends EventEmitter {
       }
       if (arrival === 'beyond-window') {
         this.layer.drop('beyond-window', `message ${f.seq} is beyond the receive window`, { session: this.id, source });
+        return;
+      }
+      if (this.queue.size >= this.highWater) {
+        // The application is not reading: unacknowledged, so the sender slows down (and in the
+        // end learns that nobody took it) instead of this queue growing without bound.
+        this.layer.drop('receiver-busy', `${this.queue.size} messages wait for the application`, { session: this.id }, 'debug');
         return;
       }
     }
@@ -259,16 +332,17 @@ export abstract class Session extends EventEmitter {
         this.layer.drop('identity-mismatch', `MLS sender ${opened.sender} is not ${expected}`, { session: this.id });
         return;
       }
-      if (Buffer.compare(Buffer.from(opened.aad), Buffer.from(dataAad(this.id, f.seq))) !== 0) {
-        this.layer.drop('tampered', `message ${f.seq}: authenticated data does not match its session and sequence number`, { session: this.id });
+      if (!Buffer.from(opened.aad).equals(dataAad(this.id, f.seq, f.low))) {
+        this.layer.drop('tampered', `message ${f.seq}: authenticated data does not match its session, sequence number and mark`, { session: this.id });
         return;
       }
       payload = Buffer.from(opened.plaintext);
     } else {
       payload = Buffer.from(f.body);
     }
-    const m: SessionMessage = { payload, source: msg.source!, identity, seq: f.seq };
-    if (!reliable) {
+    this.heardFrom(source);
+    const m: SessionMessage = { payload, source: msg.source!, identity: expected, seq: f.seq };
+    if (!f.reliable) {
       this.deliver(m);
       return;
     }
@@ -276,9 +350,44 @@ export abstract class Session extends EventEmitter {
     inb.accept(f.seq, m, f.low);
   }
 
-  /** A member's `low` mark moved (heartbeat): stop waiting for gaps below it. */
-  protected advanceInbound(source: string, low: number): void {
-    this.inbound.get(source)?.advance(low);
+  /** Messages waiting for the application beyond which new ones are not acknowledged. */
+  private get highWater(): number {
+    return Math.max(1024, 4 * this.reliability.window);
+  }
+
+  /**
+   * Sends this side's `low` mark: as a heartbeat (multicast, group) or as the notice that a
+   * message was given up on. With MLS it is an MLS message whose authenticated data is the mark.
+   */
+  protected async sendMark(dest: Name, low: number, multicast: boolean): Promise<void> {
+    try {
+      const body = this.mlsGroup ? await this.mlsGroup.encrypt(new Uint8Array(0), markAad(this.id, low)) : new Uint8Array(0);
+      this.layer.transmit(dest, frame({ sessionId: this.id, type: FrameType.Heartbeat, low, body }), multicast);
+    } catch (err) {
+      this.log?.debug({ reason: (err as Error).message }, 'mark not sent');
+    }
+  }
+
+  private async receiveMark(f: SessionFrame, msg: ReceivedMessage): Promise<void> {
+    if (this.state !== 'open') return;
+    const source = this.member(msg, 'heartbeat');
+    if (source === undefined) return;
+    if (this.mlsGroup) {
+      let opened: { aad: Uint8Array; sender: string };
+      try {
+        opened = await this.mlsGroup.decrypt(f.body);
+      } catch (err) {
+        // A heartbeat that crosses a commit is expected; anything else is counted.
+        if (err instanceof MlsRefused && (err.reason === 'epoch-ahead' || err.reason === 'wrong-epoch')) return;
+        throw err;
+      }
+      if (opened.sender !== this.memberIdentity(source) || !Buffer.from(opened.aad).equals(markAad(this.id, f.low))) {
+        this.layer.drop('tampered', `heartbeat from ${source}: its mark is not the one its sender authenticated`, { session: this.id });
+        return;
+      }
+    }
+    this.heardFrom(source);
+    this.inbound.get(source)?.advance(f.low);
   }
 
   protected forgetInbound(source: string): void {
@@ -295,14 +404,8 @@ export abstract class Session extends EventEmitter {
   }
 
   private receiveAck(f: SessionFrame, msg: ReceivedMessage): void {
-    const source = formatName(msg.source!);
-    const expected = this.memberIdentity(source);
-    if (expected === undefined && this.departed(source)) return;
-    if (expected === undefined || provenIdentity(msg) !== expected) {
-      this.layer.drop('not-member', `acknowledgement from ${source}, which is not a member`, { session: this.id });
-      return;
-    }
-    this.outbound.ack(f.seq, source);
+    const source = this.member(msg, 'acknowledgement');
+    if (source !== undefined) this.outbound.ack(f.seq, source);
   }
 
   // -- requests -----------------------------------------------------------------------------
@@ -316,7 +419,7 @@ export abstract class Session extends EventEmitter {
     dest: Name,
     f: SessionFrame,
     answers: FrameType[],
-    opts: { tries?: number; deadlineMs?: number; what: string; anyone?: boolean },
+    opts: { tries?: number; deadlineMs?: number; what: string; from: AnswerFrom },
   ): Promise<{ frame: SessionFrame; msg: ReceivedMessage }> {
     const seq = this.nextRequest++;
     const out = { ...f, seq };
@@ -341,7 +444,7 @@ export abstract class Session extends EventEmitter {
         p.timer.unref?.();
         this.layer.transmit(dest, out);
       };
-      const p: PendingRequest = { answers, from: opts.anyone ? undefined : formatName(dest), resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
+      const p: PendingRequest = { answers, from: opts.from, resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
       this.pending.set(seq, p);
       attempt();
     });
@@ -355,7 +458,7 @@ export abstract class Session extends EventEmitter {
   protected async discover(
     name: Name,
     discover: SessionFrame,
-    says: { what: string; refused: string },
+    says: { what: string; refused: string; identity?: string },
     deadline: number,
   ): Promise<{ answer: SessionFrame; member: Member }> {
     for (;;) {
@@ -363,7 +466,7 @@ export abstract class Session extends EventEmitter {
         what: says.what,
         deadlineMs: Math.max(1, deadline - Date.now()),
         tries: Number.MAX_SAFE_INTEGER,
-        anyone: true,
+        from: { name, identity: says.identity },
       });
       const source = formatName(msg.source!);
       if (answer.type === FrameType.Refuse) throw new SessionError(`${source} refused ${says.refused}: ${answer.reason}`);
@@ -387,7 +490,8 @@ export abstract class Session extends EventEmitter {
   }
 
   /** The invited side: give up when the session is not completed in time. */
-  protected armJoinTimer(why: string): void {
+  protected armJoinTimer(why: string, by: Name): void {
+    this.invitedBy = formatName(by);
     this.joinTimer = setTimeout(() => {
       if (this.state === 'opening') this.finish(why);
     }, this.layer.opts.joinTimeoutMs);
@@ -416,7 +520,11 @@ export abstract class Session extends EventEmitter {
     this.queue.end();
     this.layer.forget(this);
     this.log?.info({ reason }, 'session closed');
-    this.emit('closed', reason);
+    try {
+      this.emit('closed', reason);
+    } catch (err) {
+      this.layer.handlerError(err);
+    }
   }
 
   abstract close(): Promise<void>;
