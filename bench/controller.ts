@@ -16,11 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { controllerClientConstructor, type ControllerMessage, type NodeMessage, type RegisterMsg } from '../proto/controller.js';
 import { ProcessGroup, freePort } from '../harness/processes.js';
 import { scratchDir, writeConfig } from '../harness/node-config.js';
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
-}
+import { arg } from './args.js';
 
 const NODES = Number(arg('nodes', '500'));
 const GROUPS = Number(arg('groups', '5'));

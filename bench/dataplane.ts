@@ -15,6 +15,7 @@ import { ProcessGroup, freePort, type ManagedProcess } from '../harness/processe
 import { existsSync, writeFileSync } from 'node:fs';
 import { localNodeConfig, scratchDir, spireTls, writeConfig } from '../harness/node-config.js';
 import { mintCa, mintSvid } from '../identity/x509-mint.js';
+import { arg } from './args.js';
 
 interface Latency {
   p50: number;
@@ -34,11 +35,6 @@ interface Row extends Latency {
   path: string;
   rate: number;
   p99s: number[];
-}
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
 }
 
 const SIZES = arg('sizes', '100,1024').split(',').map(Number);

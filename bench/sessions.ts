@@ -13,11 +13,7 @@ import { ProcessGroup, freePort } from '../harness/processes.js';
 import { localNodeConfig, scratchDir, writeConfig } from '../harness/node-config.js';
 import { SlimApp } from '../client/slim-app.js';
 import type { PointToPointSession } from '../client/session/point-to-point.js';
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
-}
+import { arg } from './args.js';
 
 const MESSAGES = Number(arg('messages', '5000'));
 const SIZE = Number(arg('size', '100'));
