@@ -75,7 +75,7 @@ export class ReceivedMessage {
 
   /** Compares the content type with `utf8` without decoding it (checked for every received message). */
   hasContentType(utf8: Uint8Array): boolean {
-    return this.v.contentTypeEnd - this.v.contentTypeStart === utf8.length && bytesEqualAt(this.buf, this.v.contentTypeStart, this.v.contentTypeEnd, utf8);
+    return bytesEqualAt(this.buf, this.v.contentTypeStart, this.v.contentTypeEnd, utf8);
   }
 
   get metadata(): Record<string, string> {

@@ -104,7 +104,8 @@ describe('Outbound', () => {
 
 describe('reliabilityOptions', () => {
   it('names the bad field', () => {
-    expect(() => reliabilityOptions({ retryIntervalMs: 0 })).toThrow('retryIntervalMs must be a positive integer, got 0');
+    expect(() => reliabilityOptions({ retryIntervalMs: 0 })).toThrow('retryIntervalMs must be a whole number of milliseconds from 1 to 2147483647, got 0');
+    expect(() => reliabilityOptions({ retryIntervalMs: 3e9 })).toThrow('retryIntervalMs must be a whole number of milliseconds');
     expect(() => reliabilityOptions({ maxRetries: -1 })).toThrow('maxRetries must be a non-negative integer');
     expect(() => reliabilityOptions({ window: 5000 })).toThrow('window must be at most 1000');
   });

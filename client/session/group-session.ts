@@ -11,12 +11,11 @@ import { formatName, nameProblem, parseName, type Name } from '../../proto/datap
 import { FrameType, SessionKind, frame, type Member, type SessionFrame } from '../../proto/session.js';
 import type { ReceivedMessage } from '../received-message.js';
 import { MlsGroup, MlsRefused } from './mls-group.js';
-import { reliabilityOptions } from './reliability.js';
+import { durationOption, reliabilityOptions } from './reliability.js';
 import type { SessionLayer } from './session-layer.js';
 import {
   Session,
   SessionError,
-  durationOption,
   provenIdentity,
   reliabilityFields,
   reliabilityFromFrame,

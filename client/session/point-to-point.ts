@@ -16,9 +16,9 @@ import { formatName, type Name } from '../../proto/dataplane.js';
 import { FrameType, SessionKind, frame, type SessionFrame } from '../../proto/session.js';
 import type { ReceivedMessage } from '../received-message.js';
 import { MlsGroup, MlsRefused } from './mls-group.js';
-import { reliabilityOptions } from './reliability.js';
+import { durationOption, reliabilityOptions } from './reliability.js';
 import type { SessionLayer } from './session-layer.js';
-import { Session, durationOption, provenIdentity, reliabilityFields, reliabilityFromFrame, type SessionKindName, type SessionOptions } from './session.js';
+import { Session, provenIdentity, reliabilityFields, reliabilityFromFrame, type SessionKindName, type SessionOptions } from './session.js';
 
 export interface PointToPointOptions extends SessionOptions {
   /** How long to look for an instance (a route may still be on its way; default 15 s). */

@@ -17,14 +17,19 @@ export interface ReliabilityOptions {
 
 export const DEFAULT_RELIABILITY: ReliabilityOptions = { reliable: true, retryIntervalMs: 500, maxRetries: 5, window: 256 };
 
+/** Checks a duration option; the message names it. */
+export function durationOption(what: string, value: number | undefined, fallback: number, max = 2 ** 31 - 1): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v <= 0 || v > max) throw new RangeError(`${what} must be a whole number of milliseconds from 1 to ${max}, got ${String(v)}`);
+  return v;
+}
+
 /** Checks user-supplied reliability options; the message names the bad field. */
 export function reliabilityOptions(o: Partial<ReliabilityOptions> | undefined): ReliabilityOptions {
   const r = { ...DEFAULT_RELIABILITY, ...o };
-  const positive = (k: 'retryIntervalMs' | 'window'): void => {
-    if (!Number.isInteger(r[k]) || r[k] <= 0) throw new RangeError(`session reliability: ${k} must be a positive integer, got ${String(r[k])}`);
-  };
-  positive('retryIntervalMs');
-  positive('window');
+  // Beyond 2^31-1 ms Node fires a timer after 1 ms: a huge interval would retransmit nonstop.
+  durationOption('session reliability: retryIntervalMs', r.retryIntervalMs, DEFAULT_RELIABILITY.retryIntervalMs);
+  if (!Number.isInteger(r.window) || r.window <= 0) throw new RangeError(`session reliability: window must be a positive integer, got ${String(r.window)}`);
   if (!Number.isInteger(r.maxRetries) || r.maxRetries < 0) throw new RangeError(`session reliability: maxRetries must be a non-negative integer, got ${String(r.maxRetries)}`);
   // The receiver decrypts out of order within the window; MLS keeps 1024 skipped generations.
   if (r.window > 1000) throw new RangeError(`session reliability: window must be at most 1000, got ${r.window}`);

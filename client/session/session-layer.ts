@@ -11,7 +11,8 @@ import { AsyncQueue } from './async-queue.js';
 import { GroupSession, type GroupOptions } from './group-session.js';
 import { MlsIdentity } from './mls-group.js';
 import { PointToPointSession, type PointToPointOptions } from './point-to-point.js';
-import { durationOption, nameIdentity, type Session } from './session.js';
+import { durationOption } from './reliability.js';
+import { nameIdentity, type Session } from './session.js';
 
 /** What the layer needs from the app it serves (SlimApp provides it). */
 export interface SessionHost {

@@ -54,13 +54,6 @@ export function reliabilityFromFrame(f: SessionFrame): Partial<ReliabilityOption
   };
 }
 
-/** Checks a duration option; the message names it. */
-export function durationOption(what: string, value: number | undefined, fallback: number, max = 2 ** 31 - 1): number {
-  const v = value ?? fallback;
-  if (!Number.isInteger(v) || v <= 0 || v > max) throw new RangeError(`${what} must be a whole number of milliseconds from 1 to ${max}, got ${String(v)}`);
-  return v;
-}
-
 /** Identity a peer is held to: the node-stamped SPIFFE ID, or its name on plaintext links. */
 export function provenIdentity(msg: ReceivedMessage): string {
   return msg.identity || (msg.source ? nameIdentity(msg.source) : '');
